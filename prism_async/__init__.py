@@ -1,0 +1,94 @@
+"""prism_async: the asyncio-native Python SDK for the Prism Videos API.
+
+Quick start::
+
+    from prism_async import PrismClient
+
+    async with PrismClient() as prism:
+        batch = await prism.generations.create(prompt="A product demo", model_name="veo-3.1")
+        generation = await prism.generations.get(batch.ids[0])
+"""
+
+from ._client import PrismClient
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    FreeTierPausedError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InternalServerError,
+    InvalidRequestError,
+    InvalidTemplateError,
+    NotFoundError,
+    PermissionDeniedError,
+    PricingError,
+    PrismError,
+    RateLimitError,
+    ResponseValidationError,
+    WaitTimeoutError,
+)
+from ._retry import RetryPolicy
+from ._version import __version__
+from .models import (
+    Asset,
+    Character,
+    Generation,
+    GenerationBatch,
+    GenerationMetadata,
+    GenerationStatus,
+    LatencyEstimate,
+    Page,
+    Pagination,
+    PresignedUpload,
+    QueuedGeneration,
+    Template,
+    TemplateGeneration,
+    TemplateGenerationBatch,
+    TemplateVariable,
+    UploadedFile,
+)
+from .polling import PollPolicy
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "Asset",
+    "AuthenticationError",
+    "BadRequestError",
+    "Character",
+    "FreeTierPausedError",
+    "Generation",
+    "GenerationBatch",
+    "GenerationFailedError",
+    "GenerationMetadata",
+    "GenerationStatus",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "InvalidTemplateError",
+    "LatencyEstimate",
+    "NotFoundError",
+    "Page",
+    "Pagination",
+    "PermissionDeniedError",
+    "PollPolicy",
+    "PresignedUpload",
+    "PricingError",
+    "PrismClient",
+    "PrismError",
+    "QueuedGeneration",
+    "RateLimitError",
+    "ResponseValidationError",
+    "RetryPolicy",
+    "Template",
+    "TemplateGeneration",
+    "TemplateGenerationBatch",
+    "TemplateVariable",
+    "UploadedFile",
+    "WaitTimeoutError",
+    "__version__",
+]

@@ -1,0 +1,161 @@
+"""PrismClient: configuration, lifecycle, and the resource namespaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from types import TracebackType
+
+import aiohttp
+from yarl import URL
+
+from ._errors import InvalidRequestError
+from ._http import HTTPClient
+from ._retry import RetryPolicy
+from .polling import PollPolicy
+from .resources import Assets, Characters, Generations, Templates, Uploads
+
+__all__ = ["DEFAULT_BASE_URL", "PrismClient"]
+
+DEFAULT_BASE_URL = "https://www.prismvideos.com/api"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(value: str) -> URL:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequestError("base_url", "must be a non-empty http(s) URL")
+    url = URL(value.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise InvalidRequestError("base_url", f"must be an absolute http(s) URL; got {value!r}")
+    if url.user or url.password:
+        raise InvalidRequestError("base_url", "must not carry credentials")
+    if url.query_string or url.fragment:
+        raise InvalidRequestError("base_url", "must not have a query or fragment")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise InvalidRequestError(
+            "base_url",
+            f"plain http is only allowed for loopback hosts; use https for {url.host!r}",
+        )
+    return url.with_path(url.path.rstrip("/"))
+
+
+def _check_api_key(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("api_key must be a string")
+    key = value.strip()
+    if not key:
+        raise ValueError(
+            "no API key: pass PrismClient(api_key=...) or set the PRISM_API_KEY "
+            "environment variable"
+        )
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise ValueError("api_key contains whitespace or control characters")
+    return key
+
+
+class PrismClient:
+    """The asyncio client for the Prism Videos API.
+
+    Use it as an async context manager (or call :meth:`aclose`)::
+
+        async with PrismClient() as prism:
+            batch = await prism.generations.create(prompt="A product demo", model_name="veo-3.1")
+
+    Args:
+        api_key: a ``prism_sk_...`` key; defaults to the ``PRISM_API_KEY`` environment
+            variable. None at all is a ``ValueError``.
+        base_url: API root; defaults to ``PRISM_BASE_URL``, then
+            ``https://www.prismvideos.com/api``. Plain ``http://`` only for loopback hosts.
+        timeout: seconds allowed for one API request (connecting gets at most 10 s of it).
+        retry: how failed requests are retried (paid POSTs are never sent twice).
+        poll: default pacing of waits for generations.
+        max_connections: size of the connection pool: the bound on requests in flight.
+        session: an ``aiohttp.ClientSession`` to borrow; it is used but never closed.
+
+    Attributes:
+        generations: create generations, read status, download videos.
+        templates: list templates and generate from them.
+        uploads: presign and upload reference files.
+        characters: create and list characters.
+        assets: search assets.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008  (frozen, so a shared default is safe)
+        poll: PollPolicy = PollPolicy(),  # noqa: B008
+        max_connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if api_key is None:
+            api_key = os.environ.get("PRISM_API_KEY", "")
+        key = _check_api_key(api_key)
+        url = _check_base_url(base_url or os.environ.get("PRISM_BASE_URL") or DEFAULT_BASE_URL)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise InvalidRequestError("timeout", "must be a positive number of seconds")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise InvalidRequestError("max_connections", "must be an integer")
+        if max_connections < 1:
+            raise InvalidRequestError("max_connections", "must be at least 1")
+        if not isinstance(retry, RetryPolicy):
+            raise InvalidRequestError("retry", "must be a RetryPolicy")
+        if not isinstance(poll, PollPolicy):
+            raise InvalidRequestError("poll", "must be a PollPolicy")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise InvalidRequestError("session", "must be an aiohttp.ClientSession")
+
+        self.base_url: str = str(url)
+        """The API root every request goes to."""
+        self.timeout = float(timeout)
+        self.retry = retry
+        self.poll = poll
+        self._http = HTTPClient(
+            api_key=key,
+            base_url=url,
+            timeout=self.timeout,
+            retry=retry,
+            max_connections=max_connections,
+            session=session,
+        )
+        self.generations = Generations(self._http)
+        self.templates = Templates(self._http)
+        self.uploads = Uploads(self._http)
+        self.characters = Characters(self._http)
+        self.assets = Assets(self._http)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client was closed. A closed client refuses work."""
+        return self._http.closed
+
+    async def __aenter__(self) -> PrismClient:
+        self._http.session()  # create the session now, inside the running loop
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client and its own aiohttp session (a borrowed session stays open)."""
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<PrismClient base_url={self.base_url!r} {state}>"

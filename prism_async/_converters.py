@@ -1,0 +1,145 @@
+"""The one cattrs converter: JSON <-> models.
+
+Rules (the models carry none of this):
+
+* responses are snake_case; unknown keys are ignored (``forbid_extra_keys=True`` is for tests);
+* request bodies are camelCase for ``/generations`` and ``/s3/presign-upload``, snake_case for
+  the others, and unset (None) fields are left out;
+* every timestamp becomes a timezone-aware ``datetime``, from an ISO 8601 string or from Unix
+  milliseconds;
+* ``GenerationMetadata.raw`` keeps the whole metadata object, unknown keys included;
+* a body that does not fit raises :class:`ResponseValidationError` carrying the body.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._errors import ResponseValidationError
+from .models.generations import GenerationMetadata
+from .models.requests import (
+    CreateCharacterRequest,
+    CreateGenerationRequest,
+    PresignUploadRequest,
+    TemplateGenerateRequest,
+)
+from .models.templates import TemplateGenerationBatch
+
+__all__ = ["converter", "make_converter", "structure", "structure_data", "unstructure"]
+
+T = TypeVar("T")
+
+_CAMEL_BODIES: tuple[type, ...] = (CreateGenerationRequest, PresignUploadRequest)
+_SNAKE_BODIES: tuple[type, ...] = (TemplateGenerateRequest, CreateCharacterRequest)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    """ISO 8601 strings and Unix milliseconds alike; naive values are taken as UTC."""
+    if isinstance(value, bool):
+        raise TypeError(f"not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(text) / 1000, tz=UTC)
+        parsed = datetime.fromisoformat(text)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    raise TypeError(f"not a timestamp: {value!r}")
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise TypeError(f"not a boolean: {value!r}")
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TypeError(f"not a string: {value!r}")
+
+
+def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
+    """Build the converter. The SDK uses one lenient instance; tests build a strict one."""
+    conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    conv.register_structure_hook(datetime, _structure_datetime)
+    conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
+    conv.register_structure_hook(bool, _structure_bool)
+    conv.register_structure_hook(str, _structure_str)
+
+    for body in (*_CAMEL_BODIES, *_SNAKE_BODIES):
+        renames: dict[str, Any] = {}
+        if body in _CAMEL_BODIES:
+            renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(body)}
+        conv.register_unstructure_hook(
+            body, make_dict_unstructure_fn(body, conv, _cattrs_omit_if_default=True, **renames)
+        )
+
+    conv.register_structure_hook(
+        TemplateGenerationBatch,
+        make_dict_structure_fn(
+            TemplateGenerationBatch,
+            conv,
+            latency_estimate=override(rename="latency_estimate_sec"),
+        ),
+    )
+
+    # metadata is an open object: known fields typed, the whole object kept in ``raw``.
+    known_metadata = make_dict_structure_fn(
+        GenerationMetadata, conv, raw=override(omit=True), _cattrs_forbid_extra_keys=False
+    )
+
+    def structure_metadata(value: Any, cls: type) -> GenerationMetadata:
+        if value is None:
+            return GenerationMetadata()
+        if not isinstance(value, dict):
+            raise TypeError(f"metadata is not an object: {value!r}")
+        return attrs.evolve(known_metadata(value, cls), raw=dict(value))
+
+    conv.register_structure_hook(GenerationMetadata, structure_metadata)
+    return conv
+
+
+converter = make_converter()
+
+
+def structure(data: Any, cls: type[T], *, conv: cattrs.Converter | None = None) -> T:
+    """Structure ``data`` into ``cls``, raising :class:`ResponseValidationError` if it won't fit."""
+    try:
+        return (conv or converter).structure(data, cls)
+    except Exception as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            reason = "; ".join(cattrs.transform_error(exc))
+        else:
+            reason = str(exc) or type(exc).__name__
+        name = getattr(cls, "__name__", str(cls))
+        raise ResponseValidationError(f"response does not fit {name}: {reason}", body=data) from exc
+
+
+def structure_data(payload: Any, cls: type[T], *, conv: cattrs.Converter | None = None) -> T:
+    """Structure a response wrapped in ``{"data": ...}``."""
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise ResponseValidationError("response is not wrapped in 'data'", body=payload)
+    return structure(payload["data"], cls, conv=conv)
+
+
+def unstructure(obj: Any) -> Any:
+    """Turn a request model into its JSON-ready wire form."""
+    return converter.unstructure(obj)

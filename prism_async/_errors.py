@@ -1,0 +1,340 @@
+"""The exception tree of prism_async, and the pure mapping from an HTTP response to an error.
+
+Every exception the SDK raises derives from :class:`PrismError`::
+
+    PrismError
+    ├── APIConnectionError            no HTTP response at all (.maybe_sent)
+    │   └── APITimeoutError           the request ran out of time (also a TimeoutError)
+    ├── APIStatusError                any non-2xx (.status_code .code .message .body .headers)
+    │   ├── BadRequestError           400
+    │   │   └── PricingError          400 pricing_error
+    │   ├── AuthenticationError       401
+    │   ├── InsufficientCreditsError  402
+    │   ├── PermissionDeniedError     403
+    │   ├── NotFoundError             404
+    │   ├── InvalidTemplateError      422
+    │   ├── RateLimitError            429 (.retry_after)
+    │   └── InternalServerError       5xx
+    │       └── FreeTierPausedError   503 free_tier_paused
+    ├── ResponseValidationError       a 2xx body that is not the documented shape (.body)
+    ├── InvalidRequestError           bad input caught before sending (also a ValueError; .field)
+    ├── GenerationFailedError         a generation ended "failed" (.generation)
+    └── WaitTimeoutError              a wait ran past its timeout (also a TimeoutError;
+                                      .generation_id, .last)
+
+``asyncio.CancelledError`` is never caught, wrapped or replaced.
+
+:func:`error_from_response` is pure: ``(status, headers, body) -> APIStatusError``. It never
+does I/O, so it is tested with recorded samples alone.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models.generations import Generation
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "FreeTierPausedError",
+    "GenerationFailedError",
+    "InsufficientCreditsError",
+    "InternalServerError",
+    "InvalidRequestError",
+    "InvalidTemplateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PricingError",
+    "PrismError",
+    "RateLimitError",
+    "ResponseValidationError",
+    "WaitTimeoutError",
+    "error_from_response",
+    "parse_retry_after",
+]
+
+_MAX_TEXT = 500
+
+
+class PrismError(Exception):
+    """Root of every exception raised by prism_async."""
+
+
+class APIConnectionError(PrismError):
+    """No HTTP response was received: refused, reset, DNS or TLS failure, or a dropped connection.
+
+    Attributes:
+        maybe_sent: False only when the connection could not be made, so the request provably
+            never reached the server. True means the server may have received (and, for a paid
+            POST, acted on) the request: check before sending it again.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.maybe_sent = maybe_sent
+
+
+class APITimeoutError(APIConnectionError, TimeoutError):
+    """The request ran out of time. A timeout while still connecting has ``maybe_sent=False``."""
+
+
+class APIStatusError(PrismError):
+    """The API (or the storage host) answered with a non-2xx status.
+
+    Attributes:
+        status_code: the HTTP status.
+        code: the API's ``error`` string (e.g. ``insufficient_credits``), or None.
+        message: the API's human-readable ``message``, or the raw text of a non-JSON body.
+        body: the parsed JSON body, or the raw text when the body was not JSON.
+        headers: the response headers (case-insensitive when they came from aiohttp).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.body = body
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        label = f"{status_code} {code}" if code else str(status_code)
+        super().__init__(f"{label}: {message}" if message else label)
+
+
+class BadRequestError(APIStatusError):
+    """400: invalid JSON, missing or invalid parameters (``validation_error``)."""
+
+
+class PricingError(BadRequestError):
+    """400 ``pricing_error``: no pricing exists for this model configuration."""
+
+
+class AuthenticationError(APIStatusError):
+    """401 ``unauthorized``: the API key is missing, invalid, expired or revoked."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """402 ``insufficient_credits``: the account does not have enough credits."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key lacks a scope (``forbidden``), or a storage URL refused access (expired)."""
+
+
+class NotFoundError(APIStatusError):
+    """404 ``not_found``: no such template or generation."""
+
+
+class InvalidTemplateError(APIStatusError):
+    """422 ``invalid_template``: the template's own configuration is invalid."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (from ``Retry-After``), or None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        code: str | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code, body=body, headers=headers)
+        self.retry_after = retry_after
+
+
+class InternalServerError(APIStatusError):
+    """5xx: an unexpected server error (``server_error``, ``generation_error``, gateway errors)."""
+
+
+class FreeTierPausedError(InternalServerError):
+    """503 ``free_tier_paused``: free-tier generation is temporarily paused. Never retried."""
+
+
+class ResponseValidationError(PrismError):
+    """A 2xx response whose body is not the documented shape.
+
+    Attributes:
+        body: the raw body text (or the parsed JSON when it parsed but did not fit).
+    """
+
+    def __init__(self, message: str, *, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.body = body
+
+
+class InvalidRequestError(PrismError, ValueError):
+    """Bad input, caught before anything was sent.
+
+    Attributes:
+        field: the name of the offending argument or field.
+        reason: why it was refused.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class GenerationFailedError(PrismError):
+    """A generation ended with status ``failed``.
+
+    Attributes:
+        generation: the failed :class:`~prism_async.Generation`; its ``error`` holds the reason.
+    """
+
+    def __init__(self, generation: Generation) -> None:
+        reason = generation.error or "no reason given"
+        super().__init__(f"generation {generation.id} failed: {reason}")
+        self.generation = generation
+
+
+class WaitTimeoutError(PrismError, TimeoutError):
+    """A wait for a generation ran past its timeout. The generation itself may still finish.
+
+    Attributes:
+        generation_id: the id that was awaited.
+        last: the last :class:`~prism_async.Generation` seen, or None if none was seen.
+    """
+
+    def __init__(self, generation_id: str, timeout: float, last: Generation | None) -> None:
+        status = last.status if last is not None else "unknown"
+        super().__init__(
+            f"generation {generation_id} was not done after {timeout:g}s (last status: {status})"
+        )
+        self.generation_id = generation_id
+        self.timeout = timeout
+        self.last = last
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientCreditsError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: InvalidTemplateError,
+    429: RateLimitError,
+}
+_BY_CODE: dict[tuple[int, str], type[APIStatusError]] = {
+    (400, "pricing_error"): PricingError,
+    (503, "free_tier_paused"): FreeTierPausedError,
+}
+_XML_CODE = re.compile(rb"<Code>([^<]{1,200})</Code>")
+_XML_MESSAGE = re.compile(rb"<Message>([^<]{1,1000})</Message>")
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Read a ``Retry-After`` header: seconds (fractions accepted) or an HTTP date.
+
+    Returns:
+        The delay in seconds (never negative), or None when absent or unreadable.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or infinite
+        return None
+    return max(0.0, seconds)
+
+
+def _describe_body(body: bytes) -> tuple[Any, str | None, str]:
+    """Return ``(parsed body, code, message)`` from an error body of any shape."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        parsed: Any = json.loads(text) if text.strip() else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error")
+        message = parsed.get("message")
+        if isinstance(error, dict):  # defensive: {"error": {"code": ..., "message": ...}}
+            message = message or error.get("message")
+            error = error.get("code")
+        code = error if isinstance(error, str) else None
+        if not isinstance(message, str):
+            message = code or ""
+        return parsed, code, message
+    # Not the documented JSON shape: an S3-style XML error, a proxy's HTML page, or nothing.
+    xml_code = _XML_CODE.search(body)
+    if xml_code:
+        xml_message = _XML_MESSAGE.search(body)
+        message = xml_message.group(1).decode("utf-8", "replace") if xml_message else ""
+        return text, xml_code.group(1).decode("utf-8", "replace"), message
+    snippet = " ".join(text.split())
+    if len(snippet) > _MAX_TEXT:
+        snippet = snippet[:_MAX_TEXT] + "..."
+    return (text if text else None), None, snippet
+
+
+def error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: datetime | None = None
+) -> APIStatusError:
+    """Map a non-2xx response to its typed exception. Pure: no I/O.
+
+    The class is chosen by status and, where two codes share a status, by the ``error``
+    string. A body that is not JSON (an HTML proxy page, an empty body) still gives the class
+    for its status, with the raw text kept in ``.body`` and ``.message``.
+    """
+    parsed, code, message = _describe_body(body)
+    if not message:
+        message = _default_reason(status)
+    cls = _BY_CODE.get((status, code or "")) or _BY_STATUS.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else APIStatusError
+    if cls is RateLimitError:
+        return RateLimitError(
+            message,
+            status_code=status,
+            code=code,
+            body=parsed,
+            headers=headers,
+            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
+        )
+    return cls(message, status_code=status, code=code, body=parsed, headers=headers)
+
+
+def _default_reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "HTTP error"

@@ -1,0 +1,161 @@
+"""RetryPolicy and the tenacity wiring for single requests.
+
+Which failures are retried (the matrix in design.md):
+
+* idempotent requests (GET, the storage PUT and GET): connection errors, timeouts, and the
+  statuses 408, 429, 500, 502, 503, 504;
+* POST (paid, and the API has no idempotency key): only when the request provably never
+  reached the server (the connection could not be made, ``maybe_sent=False``) or when the
+  server refused it with 429. Never after a timeout, a drop after sending, or a 5xx;
+* ``503 free_tier_paused`` is never retried;
+* a ``Retry-After`` header replaces the backoff, up to ``max_retry_after``; a longer one ends
+  the retries at once.
+
+The first attempt runs outside tenacity (the success path stays lean); tenacity takes over
+only once a retryable failure has happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import tenacity
+from attrs import field, frozen, validators
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    FreeTierPausedError,
+    PrismError,
+    parse_retry_after,
+)
+
+__all__ = ["RetryPolicy", "retry_after_failure", "should_retry"]
+
+logger = logging.getLogger("prism_async")
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_non_negative = validators.ge(0.0)
+
+
+@frozen
+class RetryPolicy:
+    """How failed requests are retried.
+
+    Args:
+        max_retries: retries after the first attempt; ``0`` disables retries.
+        initial: first backoff, in seconds; it doubles on each retry.
+        max_wait: longest backoff between two attempts, in seconds.
+        jitter: randomise each backoff (full jitter) so clients do not retry in step.
+        max_retry_after: longest ``Retry-After`` obeyed; a longer one raises at once.
+    """
+
+    max_retries: int = field(default=3, validator=[validators.instance_of(int), validators.ge(0)])
+    initial: float = field(default=0.5, converter=float, validator=_non_negative)
+    max_wait: float = field(default=8.0, converter=float, validator=_non_negative)
+    jitter: bool = True
+    max_retry_after: float = field(default=60.0, converter=float, validator=_non_negative)
+
+
+def _server_delay(exc: BaseException) -> float | None:
+    if isinstance(exc, APIStatusError):
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None:
+            retry_after = parse_retry_after(exc.headers.get("Retry-After"))
+        return retry_after
+    return None
+
+
+def should_retry(exc: BaseException, *, idempotent: bool, policy: RetryPolicy) -> bool:
+    """Whether ``exc`` may be retried under ``policy`` (attempt counting aside)."""
+    if isinstance(exc, APIConnectionError):
+        return idempotent or not exc.maybe_sent
+    if not isinstance(exc, APIStatusError) or isinstance(exc, FreeTierPausedError):
+        return False
+    if exc.status_code not in RETRYABLE_STATUSES:
+        return False
+    if not idempotent and exc.status_code != 429:
+        return False
+    delay = _server_delay(exc)
+    return delay is None or delay <= policy.max_retry_after
+
+
+class _Wait(tenacity.wait.wait_base):
+    """Exponential backoff (with full jitter), replaced by the server's ``Retry-After``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        if policy.jitter:
+            self._backoff: tenacity.wait.wait_base = tenacity.wait_random_exponential(
+                multiplier=policy.initial, max=policy.max_wait
+            )
+        else:
+            self._backoff = tenacity.wait_exponential(
+                multiplier=policy.initial, max=policy.max_wait
+            )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            delay = _server_delay(outcome.exception() or Exception())
+            if delay is not None:
+                return delay
+        return float(self._backoff(retry_state))
+
+
+async def _sleep(seconds: float) -> None:
+    """The sleep used between attempts (a seam for tests)."""
+    await asyncio.sleep(seconds)
+
+
+async def retry_after_failure(
+    first: PrismError,
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    idempotent: bool,
+    policy: RetryPolicy,
+    what: str,
+) -> T:
+    """After a failed first attempt: re-raise ``first``, or retry ``attempt`` under tenacity.
+
+    Args:
+        first: the failure of attempt 1.
+        attempt: sends the request once; receives the attempt number (for logging).
+        idempotent: whether the request may safely be sent twice.
+        policy: the retry policy.
+        what: ``"METHOD /path"`` for log lines (never a URL with credentials).
+    """
+    if policy.max_retries == 0 or not should_retry(first, idempotent=idempotent, policy=policy):
+        raise first
+    replay: list[PrismError] = [first]
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        logger.debug(
+            "retrying %s in %.2fs after attempt %d failed: %s",
+            what,
+            state.upcoming_sleep,
+            state.attempt_number,
+            exc,
+        )
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.max_retries + 1),
+        wait=_Wait(policy),
+        retry=tenacity.retry_if_exception(
+            lambda exc: should_retry(exc, idempotent=idempotent, policy=policy)
+        ),
+        sleep=_sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for state in retrying:
+        with state:
+            if replay:  # attempt 1 already happened: hand its failure to tenacity
+                raise replay.pop()
+            return await attempt(state.retry_state.attempt_number)
+    raise AssertionError("unreachable: tenacity either returns or re-raises")  # pragma: no cover

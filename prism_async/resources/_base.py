@@ -1,0 +1,45 @@
+"""What every resource namespace shares: the HTTP layer, and walking pages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from .._http import HTTPClient
+from .._validation import check_int_range
+from ..models.common import Page
+
+__all__ = ["Resource", "page_params", "paginate"]
+
+T = TypeVar("T")
+
+
+class Resource:
+    """Base of the namespaces (``prism.generations`` and the like)."""
+
+    def __init__(self, http: HTTPClient) -> None:
+        self._http = http
+
+
+def page_params(
+    limit: int | None, offset: int | None, max_limit: int, **extra: str | None
+) -> dict[str, str]:
+    """Query parameters of a listing, checked and with unset values left out."""
+    params = {key: value for key, value in extra.items() if value is not None}
+    if limit is not None:
+        params["limit"] = str(check_int_range("limit", limit, 1, max_limit))
+    if offset is not None:
+        params["offset"] = str(check_int_range("offset", offset, 0))
+    return params
+
+
+async def paginate(fetch: Callable[[int], Awaitable[Page[T]]]) -> AsyncIterator[T]:
+    """Yield every item of every page, fetching the next page only when it is needed."""
+    offset = 0
+    while True:
+        page = await fetch(offset)
+        for item in page.data:
+            yield item
+        if not page.pagination.has_more or not page.data:
+            return
+        offset += len(page.data)

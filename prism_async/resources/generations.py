@@ -1,0 +1,183 @@
+"""``prism.generations``: create generations, read their status, download their videos."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from .._converters import structure, structure_data, unstructure
+from .._errors import GenerationFailedError, InvalidRequestError, PermissionDeniedError
+from .._http import ProgressCallback
+from .._validation import (
+    ASPECT_RATIOS,
+    check_choice,
+    check_count,
+    check_str_list,
+    check_text,
+    normalize_duration,
+    optional_text,
+)
+from ..models.generations import Generation, GenerationBatch
+from ..models.requests import CreateGenerationRequest
+from ._base import Resource
+
+__all__ = ["Generations"]
+
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _prepare_destination(
+    destination: str | os.PathLike[str], generation_id: str
+) -> tuple[Path, Path]:
+    """The final path (``<id>.mp4`` inside a directory) and a unique temporary path beside it."""
+    target = Path(destination).expanduser()
+    if target.is_dir():
+        target = target / f"{_UNSAFE_FILENAME.sub('_', generation_id)}.mp4"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+
+
+class Generations(Resource):
+    """Endpoints under ``/api/generations``."""
+
+    async def create(
+        self,
+        *,
+        prompt: str,
+        model_name: str,
+        aspect_ratio: str | None = None,
+        duration: str | int | None = None,
+        resolution: str | None = None,
+        count: int | None = None,
+        has_audio: bool | None = None,
+        start_frame_key: str | None = None,
+        end_frame_key: str | None = None,
+        ingredient_image_keys: list[str] | None = None,
+        character_reference_image_keys: list[str] | None = None,
+        source_video_key: str | None = None,
+        reference_video_keys: list[str] | None = None,
+        audio_key: str | None = None,
+        template_id: str | None = None,
+    ) -> GenerationBatch:
+        """Queue ``count`` videos from a prompt. This costs credits.
+
+        A paid POST is never sent twice: it is retried only when the connection could not be
+        made or the server answered 429.
+
+        Args:
+            prompt: what the video shows.
+            model_name: exact model id, e.g. ``veo-3.1``.
+            aspect_ratio: one of ``auto 21:9 16:9 4:3 1:1 3:4 9:16``.
+            duration: ``"8s"`` or ``8`` (sent as ``"8s"``).
+            resolution: e.g. ``720p`` or ``1080p``.
+            count: videos to queue, 1 to 4.
+            has_audio: request generated audio (supported models).
+            start_frame_key: storage key of a start frame image (see ``uploads.upload``).
+            end_frame_key: storage key of an end frame image.
+            ingredient_image_keys: image keys used as visual references.
+            character_reference_image_keys: image keys used as character references.
+            source_video_key: video key to edit (edit-capable models).
+            reference_video_keys: video keys used as references.
+            audio_key: audio key (audio-driven models).
+            template_id: a template to associate with the generation.
+
+        Returns:
+            The queued generations; ``batch.ids`` are their ids.
+
+        Raises:
+            InvalidRequestError: bad input, before anything is sent.
+            APIStatusError: e.g. ``InsufficientCreditsError``, ``PricingError``.
+            APIConnectionError: no answer; ``maybe_sent`` says whether it may have been queued.
+        """
+        if has_audio is not None and not isinstance(has_audio, bool):
+            raise InvalidRequestError("has_audio", "must be True or False")
+        body = CreateGenerationRequest(
+            prompt=check_text("prompt", prompt),
+            model_name=check_text("model_name", model_name),
+            aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+            duration=normalize_duration(duration),
+            resolution=optional_text("resolution", resolution),
+            count=check_count(count),
+            has_audio=has_audio,
+            start_frame_key=optional_text("start_frame_key", start_frame_key),
+            end_frame_key=optional_text("end_frame_key", end_frame_key),
+            ingredient_image_keys=check_str_list("ingredient_image_keys", ingredient_image_keys),
+            character_reference_image_keys=check_str_list(
+                "character_reference_image_keys", character_reference_image_keys
+            ),
+            source_video_key=optional_text("source_video_key", source_video_key),
+            reference_video_keys=check_str_list("reference_video_keys", reference_video_keys),
+            audio_key=optional_text("audio_key", audio_key),
+            template_id=optional_text("template_id", template_id),
+        )
+        payload = await self._http.request("POST", ("generations",), json_body=unstructure(body))
+        return structure_data(payload, GenerationBatch)
+
+    async def get(self, generation_id: str) -> Generation:
+        """Fetch a generation's current status (works for API, template and dashboard ones).
+
+        Raises:
+            NotFoundError: no such generation.
+        """
+        check_text("generation_id", generation_id)
+        payload = await self._http.request("GET", ("generations", generation_id))
+        return structure(payload, Generation)
+
+    async def download(
+        self,
+        generation_or_id: Generation | str,
+        destination: str | os.PathLike[str],
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> Path:
+        """Download a completed generation's video to ``destination``.
+
+        The video streams to a temporary file beside the destination, which is renamed into
+        place only once complete: a failure never leaves a partial file at ``destination``.
+        No API key is sent to the storage host. An expired ``video_url`` (403 from storage) is
+        refreshed by fetching the generation again, once.
+
+        Args:
+            generation_or_id: a :class:`Generation` or its id.
+            destination: a file path, or an existing directory (then ``<id>.mp4`` inside it).
+            on_progress: called with ``(bytes_written, total_bytes_or_None)``; may be async.
+
+        Returns:
+            The path of the written file.
+
+        Raises:
+            GenerationFailedError: the generation failed.
+            InvalidRequestError: the generation is not completed yet.
+        """
+        if isinstance(generation_or_id, Generation):
+            generation = generation_or_id
+            if not generation.is_completed or not generation.video_url:
+                generation = await self.get(generation.id)
+        else:
+            generation = await self.get(check_text("generation_or_id", generation_or_id))
+        if generation.is_failed:
+            raise GenerationFailedError(generation)
+        if not generation.is_completed or not generation.video_url:
+            raise InvalidRequestError(
+                "generation_or_id",
+                f"generation {generation.id} is not completed (status {generation.status!r}); "
+                "wait for it before downloading",
+            )
+
+        target, partial = _prepare_destination(destination, generation.id)
+        try:
+            try:
+                await self._http.download(generation.video_url, partial, on_progress=on_progress)
+            except PermissionDeniedError:
+                # Presigned URLs expire after an hour: fetch a fresh one, once.
+                fresh = await self.get(generation.id)
+                if not fresh.is_completed or not fresh.video_url:
+                    raise
+                await self._http.download(fresh.video_url, partial, on_progress=on_progress)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return target

@@ -1,0 +1,105 @@
+"""``prism.templates``: browse templates and generate videos from them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from .._converters import structure, structure_data, unstructure
+from .._validation import check_http_url, check_query, check_str_map, check_text, optional_text
+from ..models.common import Page
+from ..models.requests import TemplateGenerateRequest
+from ..models.templates import Template, TemplateGenerationBatch
+from ._base import Resource, page_params, paginate
+
+__all__ = ["Templates"]
+
+
+class Templates(Resource):
+    """Endpoints under ``/api/templates``."""
+
+    async def generate(
+        self,
+        template_id: str,
+        *,
+        variables: Mapping[str, str] | None = None,
+        character_variables: Mapping[str, str] | None = None,
+        webhook_url: str | None = None,
+    ) -> TemplateGenerationBatch:
+        """Queue videos from a template. This costs credits and is never sent twice.
+
+        Args:
+            template_id: the template's id.
+            variables: variable key -> value (text, or an HTTP(S) URL or storage key for
+                image, video and audio variables). Sent as is: the server decides which
+                variables are required, and omitted ones take their default.
+            character_variables: image variable key -> character id.
+            webhook_url: an http(s) URL the API POSTs to when each video completes or fails.
+
+        Returns:
+            The queued generations (``.ids``) and, when sent, ``latency_estimate``.
+
+        Raises:
+            InvalidRequestError: bad input, before anything is sent.
+            NotFoundError, InvalidTemplateError, BadRequestError, InsufficientCreditsError.
+        """
+        check_text("template_id", template_id)
+        body = TemplateGenerateRequest(
+            variables=check_str_map("variables", variables if variables is not None else {}),
+            webhook_url=check_http_url("webhook_url", webhook_url),
+            character_variables=(
+                None
+                if character_variables is None
+                else check_str_map(
+                    "character_variables", character_variables, allow_empty_values=False
+                )
+            ),
+        )
+        payload = await self._http.request(
+            "POST", ("templates", template_id, "generate"), json_body=unstructure(body)
+        )
+        return structure(payload, TemplateGenerationBatch)
+
+    async def list(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        q: str | None = None,
+        category: str | None = None,
+    ) -> Page[Template]:
+        """One page of templates.
+
+        Args:
+            limit: page size, 1 to 100 (server default 50).
+            offset: index of the first template.
+            q: search text, at least 2 characters.
+            category: category filter.
+        """
+        params = page_params(
+            limit,
+            offset,
+            100,
+            q=check_query("q", q),
+            category=optional_text("category", category),
+        )
+        payload = await self._http.request("GET", ("templates",), params=params)
+        return structure(payload, Page[Template])
+
+    async def get(self, template_id: str) -> Template:
+        """One template by id, with its input variables.
+
+        Raises:
+            NotFoundError: no such template.
+        """
+        check_text("template_id", template_id)
+        payload = await self._http.request("GET", ("templates", template_id))
+        return structure_data(payload, Template)
+
+    def iter(
+        self, *, q: str | None = None, category: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[Template]:
+        """Every template of every page (``limit`` is the page size, not a cap)."""
+        page_params(limit, None, 100, q=check_query("q", q))
+        return paginate(
+            lambda offset: self.list(limit=limit, offset=offset, q=q, category=category)
+        )

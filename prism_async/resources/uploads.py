@@ -1,0 +1,224 @@
+"""``prism.uploads``: presign and upload reference images, video and audio."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any
+
+from attrs import frozen
+
+from .._converters import structure, unstructure
+from .._errors import InvalidRequestError
+from .._http import ProgressCallback, notify_progress
+from .._validation import check_text, optional_text
+from ..models.requests import PresignUploadRequest
+from ..models.uploads import PresignedUpload, UploadedFile
+from ._base import Resource
+
+__all__ = ["LIMITS", "UploadSource", "Uploads"]
+
+MB = 1024 * 1024
+LIMITS = {"image": 20 * MB, "video": 200 * MB, "audio": 50 * MB}
+"""Largest file per media kind, as documented."""
+_CHUNK = 1 << 20
+
+UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+"""What ``uploads.upload`` accepts: a path, bytes, or a binary file object."""
+
+
+def _media_kind(field: str, content_type: str) -> str:
+    kind = content_type.split("/", 1)[0].strip().lower()
+    if kind not in LIMITS or "/" not in content_type:
+        raise InvalidRequestError(
+            field, f"must be an image/*, video/* or audio/* type; got {content_type!r}"
+        )
+    return kind
+
+
+def _human(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size >= MB else f"{size} bytes"
+
+
+@frozen
+class _Source:
+    """A resolved upload source: its size, name, and a way to stream it once per attempt."""
+
+    size: int
+    file_name: str | None
+    stream: Callable[[], AsyncIterator[bytes]]
+
+
+async def _chunks_of(data: bytes | memoryview) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), _CHUNK):
+        yield bytes(view[start : start + _CHUNK])
+
+
+async def _chunks_from(handle: IO[bytes], size: int) -> AsyncIterator[bytes]:
+    remaining = size
+    while remaining > 0:
+        chunk = await asyncio.to_thread(handle.read, min(_CHUNK, remaining))
+        if not chunk:
+            raise OSError("the file became shorter while it was being uploaded")
+        remaining -= len(chunk)
+        yield chunk
+
+
+def _resolve(source: Any, limit_hint: int) -> _Source:
+    """Turn ``source`` into a :class:`_Source` without sending anything."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise InvalidRequestError("source", f"file not found: {path}")
+        if not path.is_file():
+            raise InvalidRequestError("source", f"not a regular file: {path}")
+        size = path.stat().st_size
+
+        async def from_path() -> AsyncIterator[bytes]:
+            handle = await asyncio.to_thread(path.open, "rb")
+            try:
+                async for chunk in _chunks_from(handle, size):
+                    yield chunk
+            finally:
+                handle.close()
+
+        return _Source(size=size, file_name=path.name, stream=from_path)
+
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        return _Source(size=len(data), file_name=None, stream=lambda: _chunks_of(data))
+
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        file_name = os.path.basename(name) if isinstance(name, str) else None
+        seekable = getattr(source, "seekable", None)
+        if callable(seekable) and seekable():
+            start = source.tell()
+            size = source.seek(0, os.SEEK_END) - start
+            source.seek(start)
+
+            async def from_handle() -> AsyncIterator[bytes]:
+                source.seek(start)  # every attempt re-reads the source from its start
+                async for chunk in _chunks_from(source, size):
+                    yield chunk
+
+            return _Source(size=size, file_name=file_name, stream=from_handle)
+        # Not seekable: read it once (bounded by the largest limit) so retries can resend it.
+        data = source.read(limit_hint + 1)
+        if not isinstance(data, bytes):
+            raise InvalidRequestError("source", "file object must be opened in binary mode")
+        return _Source(size=len(data), file_name=file_name, stream=lambda: _chunks_of(data))
+
+    raise InvalidRequestError(
+        "source", f"must be a path, bytes or a binary file object, not {type(source).__name__}"
+    )
+
+
+class Uploads(Resource):
+    """Endpoints under ``/api/s3``: reference files for generations and templates."""
+
+    async def presign(
+        self, content_type: str, *, file_name: str | None = None, kind: str = "upload"
+    ) -> PresignedUpload:
+        """Ask for a presigned storage URL to PUT one file to.
+
+        Most callers want :meth:`upload`, which presigns and uploads in one call.
+
+        Args:
+            content_type: the file's MIME type (image/*, video/* or audio/*).
+            file_name: original file name, for bookkeeping only.
+            kind: ``upload`` for generic image, video or audio references.
+        """
+        check_text("content_type", content_type)
+        _media_kind("content_type", content_type)
+        body = PresignUploadRequest(
+            kind=check_text("kind", kind),
+            content_type=content_type,
+            file_name=optional_text("file_name", file_name),
+        )
+        payload = await self._http.request(
+            "POST", ("s3", "presign-upload"), json_body=unstructure(body)
+        )
+        return structure(payload, PresignedUpload)
+
+    async def upload(
+        self,
+        source: UploadSource,
+        *,
+        content_type: str | None = None,
+        file_name: str | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> UploadedFile:
+        """Upload a reference file and return its storage key.
+
+        The content type comes from ``content_type`` or the file name. Size limits (image
+        20 MB, video 200 MB, audio 50 MB, then the presign's ``max_bytes``) are checked before
+        the bytes are sent. A file streams from disk in chunks with an explicit
+        Content-Length and no Authorization header; a transient failure of the PUT is retried
+        by reading the source again.
+
+        Args:
+            source: a path (``str`` or ``os.PathLike``), bytes, or a binary file object.
+            content_type: MIME type; guessed from the file name when omitted.
+            file_name: name sent for bookkeeping; defaults to the path's name.
+            on_progress: called with ``(bytes_sent, total_bytes)``; may be async.
+
+        Returns:
+            The uploaded file's ``s3_key``, content type and size.
+
+        Raises:
+            InvalidRequestError: missing, empty or oversized file, or an unsupported type.
+        """
+        resolved = _resolve(source, max(LIMITS.values()))
+        name = optional_text("file_name", file_name) or resolved.file_name
+        if content_type is None:
+            if name is None:
+                raise InvalidRequestError(
+                    "content_type", "is required when the source has no file name"
+                )
+            content_type = mimetypes.guess_type(name)[0]
+            if content_type is None:
+                raise InvalidRequestError(
+                    "content_type", f"cannot be guessed from {name!r}; pass content_type="
+                )
+        check_text("content_type", content_type)
+        kind = _media_kind("content_type", content_type)
+        if resolved.size == 0:
+            raise InvalidRequestError("source", "the file is empty")
+        if resolved.size > LIMITS[kind]:
+            raise InvalidRequestError(
+                "source",
+                f"{_human(resolved.size)} is over the {kind} limit of {_human(LIMITS[kind])}",
+            )
+
+        presigned = await self.presign(content_type, file_name=name)
+        if presigned.max_bytes is not None and resolved.size > presigned.max_bytes:
+            raise InvalidRequestError(
+                "source",
+                f"{_human(resolved.size)} is over the upload limit of "
+                f"{_human(presigned.max_bytes)}",
+            )
+        put_type = presigned.content_type or content_type
+
+        def body() -> AsyncIterator[bytes]:
+            return _with_progress(resolved.stream(), resolved.size, on_progress)
+
+        await self._http.put_storage(
+            presigned.upload_url, body=body, size=resolved.size, content_type=put_type
+        )
+        return UploadedFile(s3_key=presigned.s3_key, content_type=put_type, size=resolved.size)
+
+
+async def _with_progress(
+    chunks: AsyncIterator[bytes], total: int, on_progress: ProgressCallback | None
+) -> AsyncIterator[bytes]:
+    sent = 0
+    async for chunk in chunks:
+        yield chunk
+        sent += len(chunk)
+        if on_progress is not None:
+            await notify_progress(on_progress, sent, total)
