@@ -182,9 +182,9 @@ class HTTPClient:
             ResponseValidationError: a 2xx body that is not JSON.
         """
         url = self.url_for(path)
+        what = f"{method} {url.raw_path}"
         if params:
             url = url.with_query(params)
-        what = f"{method} /{'/'.join(path)}"
         data: bytes | None = None
         headers = self._headers
         if json_body is not None:

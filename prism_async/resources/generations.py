@@ -33,7 +33,7 @@ def _prepare_destination(
 ) -> tuple[Path, Path]:
     """The final path (``<id>.mp4`` inside a directory) and a unique temporary path beside it."""
     target = Path(destination).expanduser()
-    if target.is_dir():
+    if target.is_dir() or str(destination).endswith(("/", os.sep)):
         target = target / f"{_UNSAFE_FILENAME.sub('_', generation_id)}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
     return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")

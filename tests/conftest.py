@@ -1,0 +1,127 @@
+"""Shared fixtures: a client on a mocked API (aioresponses), and real loopback servers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aioresponses.core as aioresponses_core
+import pytest
+from aiohttp import ClientResponse, web
+from aioresponses import aioresponses
+
+from prism_async import PrismClient, RetryPolicy
+
+
+class _NoStreamWriter:
+    """Stands in for the request writer aiohttp >= 3.14 hands every ClientResponse."""
+
+    output_size = 0
+
+
+class _CompatClientResponse(ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``: add one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "stream_writer" in inspect.signature(ClientResponse.__init__).parameters:
+            kwargs.setdefault("stream_writer", _NoStreamWriter())
+        super().__init__(*args, **kwargs)
+
+
+aioresponses_core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+
+API = "https://api.prism.test/api"
+KEY = "prism_sk_test_0123456789abcdef"
+NO_WAIT = RetryPolicy(initial=0.0, max_wait=0.0, jitter=False)
+
+
+def sent_json(mock: aioresponses, method: str, url: str) -> list[Any]:
+    """The JSON bodies the client sent to ``method url``, in order."""
+    from yarl import URL
+
+    calls = mock.requests.get((method, URL(url)), [])
+    return [json.loads(call.kwargs["data"]) if call.kwargs.get("data") else None for call in calls]
+
+
+def calls_to(mock: aioresponses, method: str, url: str) -> list[Any]:
+    """The recorded calls to ``method url``."""
+    from yarl import URL
+
+    return list(mock.requests.get((method, URL(url)), []))
+
+
+@pytest.fixture
+def mock() -> Any:
+    """aioresponses, intercepting every aiohttp request of the test."""
+    with aioresponses() as mocked:
+        yield mocked
+
+
+@pytest.fixture
+async def prism() -> AsyncIterator[PrismClient]:
+    """A client on the mocked API, with zero-wait retries."""
+    async with PrismClient(KEY, base_url=API, retry=NO_WAIT) as client:
+        yield client
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """Start aiohttp.web apps on loopback; returns their ``http://127.0.0.1:PORT`` roots."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[bytes]]]]]:
+    """A bare TCP server on loopback whose behaviour a test scripts (drop, stall, answer)."""
+    servers: list[asyncio.Server] = []
+
+    async def start(
+        behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    ) -> tuple[str, list[bytes]]:
+        received: list[bytes] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                received.append(head)
+                await behaviour(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}", received
+
+    yield start
+    for server in servers:
+        server.close()
+        server.close_clients()
+        await server.wait_closed()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
