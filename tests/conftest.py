@@ -90,6 +90,8 @@ async def serve() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
 async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[bytes]]]]]:
     """A bare TCP server on loopback whose behaviour a test scripts (drop, stall, answer)."""
     servers: list[asyncio.Server] = []
+    writers: list[asyncio.StreamWriter] = []
+    handlers: list[asyncio.Task[Any]] = []
 
     async def start(
         behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
@@ -97,6 +99,10 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[
         received: list[bytes] = []
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            task = asyncio.current_task()
+            if task is not None:
+                handlers.append(task)
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
                 received.append(head)
@@ -112,9 +118,13 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[
         return f"http://127.0.0.1:{port}", received
 
     yield start
+    for handler in handlers:
+        handler.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    for writer in writers:
+        writer.close()
     for server in servers:
         server.close()
-        server.close_clients()
         await server.wait_closed()
 
 
