@@ -215,7 +215,8 @@ async def test_lazy_session_without_context_manager() -> None:
         mock.get(f"{API}/generations/gen_abc123", payload=samples.GENERATION_COMPLETED)
         await client.generations.get("gen_abc123")
     session = client._http._session
-    assert session is not None and not session.closed
+    assert session is not None
+    assert not session.closed
     await client.aclose()
     assert session.closed
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -94,9 +94,10 @@ def test_timestamps_are_timezone_aware_from_iso_and_milliseconds() -> None:
     assert offset.created_at == datetime(2026, 2, 26, 12, 0, tzinfo=UTC)
     assert offset.created_at.utcoffset() == timedelta(hours=2)
     naive = structure({"id": "g", "status": "x", "created_at": "2026-02-26T12:00:00"}, Generation)
-    assert naive.created_at is not None and naive.created_at.tzinfo is not None
+    assert naive.created_at is not None
+    assert naive.created_at.tzinfo is not None
     as_string_ms = structure({"id": "c", "created_at": "1772107200000"}, Character)
-    assert as_string_ms.created_at == datetime(2026, 2, 26, 12, 0, tzinfo=timezone.utc)
+    assert as_string_ms.created_at == datetime(2026, 2, 26, 12, 0, tzinfo=UTC)
 
 
 def test_unknown_keys_are_ignored_and_unknown_status_kept() -> None:

@@ -52,7 +52,7 @@ def body(code: str, message: str) -> bytes:
 def test_every_documented_code_maps_to_its_class(
     status: int, code: str, cls: type[APIStatusError]
 ) -> None:
-    """Each documented (status, error code) pair gives its exact class with status, code, message."""
+    """Each documented (status, code) pair gives its exact class with status, code and message."""
     error = error_from_response(status, {}, body(code, "Something specific"))
     assert type(error) is cls
     assert error.status_code == status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,8 +21,8 @@ from prism_async import (
     PrismClient,
     ResponseValidationError,
     RetryPolicy,
+    _retry,
 )
-from prism_async import _retry
 from prism_async._http import _translate, quote_segment
 from tests import samples
 from tests.conftest import KEY, NO_WAIT, free_port
@@ -38,7 +39,7 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         return None
 
     monkeypatch.setattr(_retry, "_sleep", instant)
-    yield
+    return
 
 
 def recording_app(seen: list[web.Request], reply: Any = None) -> web.Application:
@@ -173,10 +174,8 @@ async def test_connect_timeout_counts_as_not_sent() -> None:
         for _ in range(4):  # fill the accept queue so later SYNs are dropped
             filler = socket.socket()
             filler.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 filler.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
             fillers.append(filler)
         await asyncio.sleep(0.05)
         policy = RetryPolicy(max_retries=0)
@@ -195,15 +194,20 @@ async def test_connect_timeout_counts_as_not_sent() -> None:
 def test_translation_of_aiohttp_failures() -> None:
     """Every aiohttp failure kind maps to the right error and maybe_sent."""
     connect_timeout = _translate(aiohttp.ConnectionTimeoutError("x"), "POST /x")
-    assert isinstance(connect_timeout, APITimeoutError) and connect_timeout.maybe_sent is False
+    assert isinstance(connect_timeout, APITimeoutError)
+    assert connect_timeout.maybe_sent is False
     read_timeout = _translate(aiohttp.SocketTimeoutError("x"), "POST /x")
-    assert isinstance(read_timeout, APITimeoutError) and read_timeout.maybe_sent is True
+    assert isinstance(read_timeout, APITimeoutError)
+    assert read_timeout.maybe_sent is True
     plain_timeout = _translate(TimeoutError(), "POST /x")
-    assert isinstance(plain_timeout, APITimeoutError) and plain_timeout.maybe_sent is True
+    assert isinstance(plain_timeout, APITimeoutError)
+    assert plain_timeout.maybe_sent is True
     reset = _translate(aiohttp.ClientOSError(104, "Connection reset by peer"), "POST /x")
-    assert type(reset) is APIConnectionError and reset.maybe_sent is True
+    assert type(reset) is APIConnectionError
+    assert reset.maybe_sent is True
     payload = _translate(aiohttp.ClientPayloadError("truncated"), "GET /x")
-    assert type(payload) is APIConnectionError and payload.maybe_sent is True
+    assert type(payload) is APIConnectionError
+    assert payload.maybe_sent is True
 
 
 async def test_cancellation_mid_request_passes_through(raw_server: RawServer) -> None:

@@ -20,8 +20,8 @@ from prism_async import (
     PrismClient,
     RateLimitError,
     RetryPolicy,
+    _retry,
 )
-from prism_async import _retry
 from tests import samples
 from tests.conftest import API, KEY, calls_to
 
@@ -39,7 +39,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
         recorded.append(seconds)
 
     monkeypatch.setattr(_retry, "_sleep", fake_sleep)
-    yield recorded
+    return recorded
 
 
 async def create(prism: PrismClient) -> object:
@@ -62,7 +62,7 @@ async def test_paid_post_is_never_retried_after_a_timeout(
     prism: PrismClient, mock: aioresponses
 ) -> None:
     """A timeout after sending a POST raises APITimeoutError(maybe_sent=True) after one request."""
-    mock.post(GEN_URL, exception=asyncio.TimeoutError())
+    mock.post(GEN_URL, exception=TimeoutError())
     mock.post(GEN_URL, payload=samples.CREATE_GENERATION)
     with pytest.raises(APITimeoutError) as info:
         await create(prism)
@@ -118,7 +118,7 @@ async def test_get_is_retried_on_transient_statuses(
 
 @pytest.mark.parametrize(
     "exception",
-    [asyncio.TimeoutError(), aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError()],
+    [TimeoutError(), aiohttp.ServerDisconnectedError(), aiohttp.ClientOSError()],
 )
 async def test_get_is_retried_on_timeouts_and_drops(
     prism: PrismClient, mock: aioresponses, sleeps: list[float], exception: Exception
