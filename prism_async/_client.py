@@ -115,6 +115,11 @@ class PrismClient:
             raise InvalidRequestError("poll", "must be a PollPolicy")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidRequestError("session", "must be an aiohttp.ClientSession")
+        if session is not None and (session.auth is not None or "Authorization" in session.headers):
+            # Its defaults would ride along to presigned storage URLs on other hosts.
+            raise InvalidRequestError(
+                "session", "must not carry default Authorization headers or auth"
+            )
 
         self.base_url: str = str(url)
         """The API root every request goes to."""

@@ -246,3 +246,14 @@ async def test_debug_logs_never_contain_the_key(
     assert "retrying" in text
     assert KEY not in text
     assert "Bearer" not in text
+
+
+async def test_borrowed_session_with_default_auth_is_refused() -> None:
+    """A borrowed session whose defaults carry Authorization would leak it to storage hosts."""
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer other"}) as session:
+        with pytest.raises(InvalidRequestError) as info:
+            PrismClient(KEY, base_url=API, session=session)
+    assert info.value.field == "session"
+    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth("u", "p")) as session:
+        with pytest.raises(InvalidRequestError):
+            PrismClient(KEY, base_url=API, session=session)

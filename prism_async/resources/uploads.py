@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import mimetypes
 import os
 from collections.abc import AsyncIterator, Callable
@@ -93,6 +94,8 @@ def _resolve(source: Any, limit_hint: int) -> _Source:
         return _Source(size=len(data), file_name=None, stream=lambda: _chunks_of(data))
 
     if hasattr(source, "read"):
+        if isinstance(source, io.TextIOBase) or not isinstance(source.read(0), bytes):
+            raise InvalidRequestError("source", "file object must be opened in binary mode")
         name = getattr(source, "name", None)
         file_name = os.path.basename(name) if isinstance(name, str) else None
         seekable = getattr(source, "seekable", None)
@@ -165,7 +168,8 @@ class Uploads(Resource):
             source: a path (``str`` or ``os.PathLike``), bytes, or a binary file object.
             content_type: MIME type; guessed from the file name when omitted.
             file_name: name sent for bookkeeping; defaults to the path's name.
-            on_progress: called with ``(bytes_sent, total_bytes)``; may be async.
+            on_progress: called with ``(bytes_sent, total_bytes)``; may be async. A retried
+                PUT counts again from 0.
 
         Returns:
             The uploaded file's ``s3_key``, content type and size.
@@ -173,7 +177,7 @@ class Uploads(Resource):
         Raises:
             InvalidRequestError: missing, empty or oversized file, or an unsupported type.
         """
-        resolved = _resolve(source, max(LIMITS.values()))
+        resolved = await asyncio.to_thread(_resolve, source, max(LIMITS.values()))
         name = optional_text("file_name", file_name) or resolved.file_name
         if content_type is None:
             if name is None:
