@@ -154,17 +154,8 @@ class RateLimitError(APIStatusError):
         retry_after: seconds the server asked to wait (from ``Retry-After``), or None.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status_code: int,
-        code: str | None = None,
-        body: Any = None,
-        headers: Mapping[str, str] | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, status_code=status_code, code=code, body=body, headers=headers)
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 

@@ -26,11 +26,10 @@ from yarl import URL
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
-    PrismError,
     ResponseValidationError,
     error_from_response,
 )
-from ._retry import RetryPolicy, retry_after_failure
+from ._retry import RetryPolicy, call_with_retries
 from ._version import __version__
 
 __all__ = [
@@ -198,12 +197,8 @@ class HTTPClient:
                     body = self._form(stack, fields or {}, files)
                 return await self._send_api(method, url, what, body, headers, number)
 
-        try:
-            return await attempt(1)
-        except PrismError as exc:
-            first = exc
-        return await retry_after_failure(
-            first, attempt, idempotent=method in _IDEMPOTENT, policy=self._retry, what=what
+        return await call_with_retries(
+            attempt, idempotent=method in _IDEMPOTENT, policy=self._retry, what=what
         )
 
     @staticmethod
@@ -308,13 +303,7 @@ class HTTPClient:
             if status >= 300:
                 raise error_from_response(status, response_headers, content)
 
-        try:
-            return await attempt(1)
-        except PrismError as exc:
-            first = exc
-        return await retry_after_failure(
-            first, attempt, idempotent=True, policy=self._retry, what=what
-        )
+        return await call_with_retries(attempt, idempotent=True, policy=self._retry, what=what)
 
     async def download(
         self, url: str, destination: Path, *, on_progress: ProgressCallback | None = None
@@ -358,13 +347,7 @@ class HTTPClient:
             )
             return written
 
-        try:
-            return await attempt(1)
-        except PrismError as exc:
-            first = exc
-        return await retry_after_failure(
-            first, attempt, idempotent=True, policy=self._retry, what=what
-        )
+        return await call_with_retries(attempt, idempotent=True, policy=self._retry, what=what)
 
 
 async def notify_progress(callback: ProgressCallback, done: int, total: int | None) -> None:

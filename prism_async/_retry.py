@@ -33,7 +33,7 @@ from ._errors import (
     parse_retry_after,
 )
 
-__all__ = ["RetryPolicy", "retry_after_failure", "should_retry"]
+__all__ = ["RetryPolicy", "call_with_retries", "should_retry"]
 
 logger = logging.getLogger("prism_async")
 
@@ -112,23 +112,28 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def retry_after_failure(
-    first: PrismError,
+async def call_with_retries(
     attempt: Callable[[int], Awaitable[T]],
     *,
     idempotent: bool,
     policy: RetryPolicy,
     what: str,
 ) -> T:
-    """After a failed first attempt: re-raise ``first``, or retry ``attempt`` under tenacity.
+    """Run ``attempt(1)``; if it fails retryably, hand over to tenacity for the next attempts.
+
+    The first attempt runs outside tenacity, so a request that succeeds at once costs no more
+    than a bare call.
 
     Args:
-        first: the failure of attempt 1.
         attempt: sends the request once; receives the attempt number (for logging).
         idempotent: whether the request may safely be sent twice.
         policy: the retry policy.
         what: ``"METHOD /path"`` for log lines (never a URL with credentials).
     """
+    try:
+        return await attempt(1)
+    except PrismError as exc:
+        first = exc
     if policy.max_retries == 0 or not should_retry(first, idempotent=idempotent, policy=policy):
         raise first
     replay: list[PrismError] = [first]

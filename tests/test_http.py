@@ -76,33 +76,29 @@ async def test_ids_are_quoted_and_never_reach_another_endpoint(
     assert seen[0].match_info["tail"].startswith("api/generations/")
 
 
-async def test_connection_refused_is_not_sent_and_post_is_retried() -> None:
+async def test_connection_refused_is_not_sent_and_post_is_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Refused connections give maybe_sent=False, and even a paid POST is retried then."""
     attempts: list[int] = []
-    original = _retry.retry_after_failure
+    original = _retry.call_with_retries
 
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        attempt = args[1]
-
+    async def counting(attempt: Any, **kwargs: Any) -> Any:
         async def counted(number: int) -> Any:
             attempts.append(number)
             return await attempt(number)
 
-        return await original(args[0], counted, *args[2:], **kwargs)
+        return await original(counted, **kwargs)
 
+    monkeypatch.setattr("prism_async._http.call_with_retries", counting)
     base = f"http://127.0.0.1:{free_port()}/api"
     async with PrismClient(KEY, base_url=base, retry=NO_WAIT) as prism:
-        _retry_patch = pytest.MonkeyPatch()
-        _retry_patch.setattr("prism_async._http.retry_after_failure", counting)
-        try:
-            with pytest.raises(APIConnectionError) as info:
-                await prism.generations.create(prompt="p", model_name="veo-3.1")
-        finally:
-            _retry_patch.undo()
+        with pytest.raises(APIConnectionError) as info:
+            await prism.generations.create(prompt="p", model_name="veo-3.1")
     assert info.value.maybe_sent is False
     assert not isinstance(info.value, APITimeoutError)
     assert "could not connect" in str(info.value)
-    assert attempts == [2, 3, 4]
+    assert attempts == [1, 2, 3, 4]
 
 
 async def test_post_dropped_after_sending_is_sent_once(raw_server: RawServer) -> None:
