@@ -50,7 +50,7 @@ from .models import (
     TemplateVariable,
     UploadedFile,
 )
-from .polling import PollPolicy
+from .polling import PollPolicy, as_completed, wait_for_generation, wait_for_generations
 
 __all__ = [
     "APIConnectionError",
@@ -91,4 +91,7 @@ __all__ = [
     "UploadedFile",
     "WaitTimeoutError",
     "__version__",
+    "as_completed",
+    "wait_for_generation",
+    "wait_for_generations",
 ]

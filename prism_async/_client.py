@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import Literal, overload
 
 import aiohttp
 from yarl import URL
@@ -12,7 +14,9 @@ from yarl import URL
 from ._errors import InvalidRequestError
 from ._http import HTTPClient
 from ._retry import RetryPolicy
-from .polling import PollPolicy
+from .models.generations import Generation
+from .polling import GenerationIds, OnUpdate, PollPolicy, as_completed, wait_for_generation
+from .polling import wait_for_generations as _wait_for_generations
 from .resources import Assets, Characters, Generations, Templates, Uploads
 
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
@@ -134,11 +138,11 @@ class PrismClient:
             max_connections=max_connections,
             session=session,
         )
-        self.generations = Generations(self._http)
-        self.templates = Templates(self._http)
-        self.uploads = Uploads(self._http)
-        self.characters = Characters(self._http)
-        self.assets = Assets(self._http)
+        self.generations = Generations(self)
+        self.templates = Templates(self)
+        self.uploads = Uploads(self)
+        self.characters = Characters(self)
+        self.assets = Assets(self)
 
     @property
     def closed(self) -> bool:
@@ -160,6 +164,79 @@ class PrismClient:
     async def aclose(self) -> None:
         """Close the client and its own aiohttp session (a borrowed session stays open)."""
         await self._http.aclose()
+
+    async def wait_for_generation(
+        self,
+        generation_id: str,
+        *,
+        timeout: float | None = None,
+        poll: PollPolicy | None = None,
+        on_update: OnUpdate | None = None,
+    ) -> Generation:
+        """Wait until a generation is completed and return it.
+
+        See :func:`prism_async.wait_for_generation`; ``poll`` defaults to this client's.
+        """
+        return await wait_for_generation(
+            self, generation_id, timeout=timeout, poll=poll, on_update=on_update
+        )
+
+    @overload
+    async def wait_for_generations(
+        self,
+        ids: GenerationIds,
+        *,
+        timeout: float | None = ...,
+        poll: PollPolicy | None = ...,
+        on_update: OnUpdate | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[Generation]: ...
+
+    @overload
+    async def wait_for_generations(
+        self,
+        ids: GenerationIds,
+        *,
+        timeout: float | None = ...,
+        poll: PollPolicy | None = ...,
+        on_update: OnUpdate | None = ...,
+        return_exceptions: bool,
+    ) -> list[Generation | BaseException]: ...
+
+    async def wait_for_generations(
+        self,
+        ids: GenerationIds,
+        *,
+        timeout: float | None = None,
+        poll: PollPolicy | None = None,
+        on_update: OnUpdate | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Generation] | list[Generation | BaseException]:
+        """Wait for many generations at once; results come back in input order.
+
+        See :func:`prism_async.wait_for_generations`.
+        """
+        return await _wait_for_generations(
+            self,
+            ids,
+            timeout=timeout,
+            poll=poll,
+            on_update=on_update,
+            return_exceptions=return_exceptions,
+        )
+
+    def as_completed(
+        self,
+        ids: GenerationIds,
+        *,
+        timeout: float | None = None,
+        poll: PollPolicy | None = None,
+    ) -> AsyncIterator[Generation]:
+        """Yield each generation as soon as it is terminal (completed or failed).
+
+        See :func:`prism_async.as_completed`.
+        """
+        return as_completed(self, ids, timeout=timeout, poll=poll)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

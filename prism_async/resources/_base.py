@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from .._http import HTTPClient
 from .._validation import check_int_range
 from ..models.common import Page
+
+if TYPE_CHECKING:
+    from .._client import PrismClient
 
 __all__ = ["Resource", "page_params", "paginate"]
 
@@ -17,8 +19,9 @@ T = TypeVar("T")
 class Resource:
     """Base of the namespaces (``prism.generations`` and the like)."""
 
-    def __init__(self, http: HTTPClient) -> None:
-        self._http = http
+    def __init__(self, client: PrismClient) -> None:
+        self._client = client
+        self._http = client._http
 
 
 def page_params(

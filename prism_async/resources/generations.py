@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 from .._converters import structure, structure_data, unstructure
 from .._errors import GenerationFailedError, InvalidRequestError, PermissionDeniedError
@@ -21,9 +23,12 @@ from .._validation import (
 )
 from ..models.generations import Generation, GenerationBatch
 from ..models.requests import CreateGenerationRequest
+from ..polling import OnUpdate, wait_for_generations
 from ._base import Resource
 
 __all__ = ["Generations"]
+
+logger = logging.getLogger("prism_async")
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -114,6 +119,37 @@ class Generations(Resource):
         )
         payload = await self._http.request("POST", ("generations",), json_body=unstructure(body))
         return structure_data(payload, GenerationBatch)
+
+    async def create_and_wait(
+        self,
+        *,
+        timeout: float | None = None,
+        on_update: OnUpdate | None = None,
+        **create_args: Any,
+    ) -> list[Generation]:
+        """Queue generations like :meth:`create`, then wait for all of them.
+
+        Args:
+            timeout: seconds each wait may take; defaults to the client's poll policy.
+            on_update: called with each Generation whenever its status changes; may be async.
+            **create_args: the keyword arguments of :meth:`create`.
+
+        Returns:
+            The completed generations, in the order they were queued.
+
+        Raises:
+            GenerationFailedError, WaitTimeoutError: as :func:`wait_for_generations`; the
+                exception's notes list every id of the batch, so none is lost.
+        """
+        batch = await self.create(**create_args)
+        logger.info("queued generations %s", ", ".join(batch.ids))
+        try:
+            return await wait_for_generations(
+                self._client, batch.ids, timeout=timeout, on_update=on_update
+            )
+        except Exception as exc:
+            exc.add_note(f"generations queued by this call: {', '.join(batch.ids)}")
+            raise
 
     async def get(self, generation_id: str) -> Generation:
         """Fetch a generation's current status (works for API, template and dashboard ones).
