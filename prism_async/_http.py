@@ -110,6 +110,10 @@ class HTTPClient:
         self._max_connections = max_connections
         self._session = session
         self._owns_session = session is None
+        # Bounds API calls in flight before anything is built for them: thousands of waits that
+        # poll at once queue here as one small future each, not as prepared requests. A call
+        # keeps its slot through its retries, so a struggling server also slows the callers.
+        self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
         connect = min(10.0, timeout / 2)
         self._api_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
@@ -180,6 +184,21 @@ class HTTPClient:
             APIConnectionError: no answer; see ``maybe_sent``.
             ResponseValidationError: a 2xx body that is not JSON.
         """
+        async with self._slots:
+            return await self._request(
+                method, path, json_body=json_body, params=params, fields=fields, files=files
+            )
+
+    async def _request(
+        self,
+        method: str,
+        path: Sequence[str],
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
+        files: Sequence[MultipartFile] = (),
+    ) -> Any:
         url = self.url_for(path)
         what = f"{method} {url.raw_path}"
         if params:
