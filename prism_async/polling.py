@@ -254,10 +254,14 @@ async def wait_for_generation(
 def _ids_and_policy(
     client: PrismClient, ids: GenerationIds, poll: PollPolicy | None
 ) -> tuple[list[str], PollPolicy]:
-    """The ids to wait for, and the policy: a template batch's latency estimate tunes it."""
+    """The ids to wait for, and the policy.
+
+    A template batch's latency estimate tunes the *default* cadence; a policy given to the
+    call or to the client is used as is.
+    """
     policy = poll or client.poll
     if isinstance(ids, TemplateGenerationBatch):
-        if poll is None:
+        if poll is None and client.poll == PollPolicy():
             policy = PollPolicy.from_latency_estimate(ids.latency_estimate, client.poll)
         return ids.ids, policy
     if isinstance(ids, GenerationBatch):

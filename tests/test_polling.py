@@ -261,10 +261,12 @@ async def test_template_batch_is_waited_on_with_its_estimate(
     )
     mock.get(url("gen_t"), payload=status("gen_t", "generating"))
     mock.get(url("gen_t"), payload=status("gen_t", "completed"))
-    async with PrismClient(KEY, base_url=API, poll=PollPolicy(jitter=0)) as prism:
+    async with PrismClient(KEY, base_url=API) as prism:  # the default policy
         (done,) = await prism.wait_for_generations(batch)
     assert done.id == "gen_t"
-    assert sleeps == [5.0, 20.0]
+    first, second = sleeps
+    assert 4.5 <= first <= 5.5  # initial_delay kept
+    assert 18.0 <= second <= 22.0  # 120 / 6 = 20 s, +/-10% jitter
 
 
 async def test_wait_for_generations_keeps_input_order(
@@ -429,3 +431,19 @@ async def test_a_thousand_concurrent_waits_on_a_local_server(serve: Serve) -> No
     assert all(generation.is_completed for generation in results)
     assert [g.id for g in results] == list(remaining)
     assert worst == 1
+
+
+async def test_a_configured_client_policy_wins_over_the_estimate(
+    mock: aioresponses, sleeps: list[float]
+) -> None:
+    """The estimate only replaces the default cadence, not one the user configured."""
+    batch = TemplateGenerationBatch(
+        generations=[TemplateGeneration(generation_id="gen_t")],
+        latency_estimate=LatencyEstimate(typical=120, busy=300),
+    )
+    mock.get(url("gen_t"), payload=status("gen_t", "generating"))
+    mock.get(url("gen_t"), payload=status("gen_t", "completed"))
+    policy = PollPolicy(initial_delay=1, interval=2, jitter=0)
+    async with PrismClient(KEY, base_url=API, poll=policy) as prism:
+        await prism.wait_for_generations(batch)
+    assert sleeps == [1.0, 2.0]
