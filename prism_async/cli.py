@@ -69,8 +69,8 @@ _OPTION_NAMES = {
     "base_url": "--base-url",
     "q": "--q",
     "type": "--type",
-    "source": "--source",
     "limit": "--limit",
+    "source": "FILE",
 }
 
 
@@ -353,7 +353,8 @@ class Runner:
     async def upload(self, path: str) -> str:
         """Upload a local file with a progress bar; return its key."""
         file = Path(path).expanduser()
-        with self.ui.transfer(f"upload {file.name}", file.stat().st_size) as progress:
+        size = file.stat().st_size if file.is_file() else None  # the SDK explains a bad file
+        with self.ui.transfer(f"upload {file.name}", size) as progress:
             uploaded = await self.prism.uploads.upload(file, on_progress=progress)
         self.ui.print(f"uploaded {file} -> {uploaded.s3_key}")
         self.ui.emit({"event": "upload", "file": str(file), **_jsonable(uploaded)})
