@@ -6,7 +6,7 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import aiohttp
 from yarl import URL
@@ -18,6 +18,9 @@ from .models.generations import Generation
 from .polling import GenerationIds, OnUpdate, PollPolicy, as_completed, wait_for_generation
 from .polling import wait_for_generations as _wait_for_generations
 from .resources import Assets, Characters, Generations, Templates, Uploads
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookHub
 
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
 
@@ -83,6 +86,8 @@ class PrismClient:
         poll: default pacing of waits for generations.
         max_connections: size of the connection pool: the bound on requests in flight.
         session: an ``aiohttp.ClientSession`` to borrow; it is used but never closed.
+        webhooks: a :class:`~prism_async.webhooks.WebhookHub`: waits then finish as soon as it
+            receives a terminal event for their id, confirmed by one status request.
 
     Attributes:
         generations: create generations, read status, download videos.
@@ -102,6 +107,7 @@ class PrismClient:
         poll: PollPolicy = PollPolicy(),  # noqa: B008
         max_connections: int = 100,
         session: aiohttp.ClientSession | None = None,
+        webhooks: WebhookHub | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("PRISM_API_KEY", "")
@@ -125,6 +131,13 @@ class PrismClient:
                 "session", "must not carry default Authorization headers or auth"
             )
 
+        if webhooks is not None:
+            from .webhooks import WebhookHub
+
+            if not isinstance(webhooks, WebhookHub):
+                raise InvalidRequestError("webhooks", "must be a prism_async.webhooks.WebhookHub")
+        self.webhooks = webhooks
+        """The hub whose webhooks wake waits early, or None."""
         self.base_url: str = str(url)
         """The API root every request goes to."""
         self.timeout = float(timeout)

@@ -11,6 +11,7 @@ the task that awaits it stops its polling at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random
@@ -188,23 +189,46 @@ async def _wait_terminal(
             await _notify(on_update, generation)
         return generation
 
+    hub = client.webhooks
+    hint: asyncio.Event | None = None
+    sleep: Callable[[float], Awaitable[None]] = _sleep
+    if hub is not None:
+        hint = hub.subscribe(generation_id)
+        sleep = functools.partial(_sleep_or_hint, hint)
+        if hub.expects(generation_id):  # its webhook will come: poll only as a fallback
+            slow = max(hub.fallback_interval, policy.max_interval)
+            policy = attrs.evolve(policy, interval=slow, max_interval=slow, multiplier=1.0)
     retrying = tenacity.AsyncRetrying(
         retry=_RETRY,
         wait=_PollWait(policy),
         stop=tenacity.stop_never,
-        sleep=_sleep,
+        sleep=sleep,
         before_sleep=_log_transient,
         reraise=True,
     )
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
-            await _sleep(policy.jittered(policy.initial_delay))
+            await sleep(policy.jittered(policy.initial_delay))
             return await retrying(poll_once)
     except TimeoutError:
         if deadline.expired():
             raise WaitTimeoutError(generation_id, timeout, last) from None
         raise
+    finally:
+        if hub is not None and hint is not None:
+            hub.unsubscribe(generation_id, hint)
+
+
+async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
+    """Sleep, unless a webhook says the generation is done: then poll at once to confirm."""
+    if not hint.is_set():
+        try:
+            async with asyncio.timeout(seconds):
+                await hint.wait()
+        except TimeoutError:
+            return
+    hint.clear()
 
 
 async def wait_for_generation(

@@ -57,7 +57,11 @@ class Templates(Resource):
         payload = await self._http.request(
             "POST", ("templates", template_id, "generate"), json_body=unstructure(body)
         )
-        return structure(payload, TemplateGenerationBatch)
+        batch = structure(payload, TemplateGenerationBatch)
+        hub = self._client.webhooks
+        if hub is not None and webhook_url is not None and hub.owns(webhook_url):
+            hub.expect(batch.ids)  # their waits can rely on the webhook and poll slowly
+        return batch
 
     async def list(
         self,

@@ -1,0 +1,275 @@
+"""Webhooks: parse Prism's template callbacks safely, and let waits finish when they arrive.
+
+Prism does not sign its webhooks: anyone who learns the URL can post a forged "completed" with
+a video URL of their choosing. So here a webhook is only ever a *hint*:
+
+* :class:`WebhookHub` gives you a URL carrying a random token (``hub.url_for(...)``) and
+  rejects requests without it (401, constant-time comparison), bodies over ``max_body`` (413)
+  and malformed payloads (400);
+* a wait on a client made with ``PrismClient(webhooks=hub)`` wakes up when the hub receives a
+  terminal event for its id, then confirms with one ``GET /api/generations/:id``: a forged
+  payload can wake a wait early but never decide its result or its ``video_url``;
+* waits on generations submitted with the hub's URL poll slowly (``fallback_interval``) in
+  case a webhook never comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aiohttp import web
+from attrs import frozen
+
+from ._errors import PrismError
+from .models.generations import GenerationStatus
+
+__all__ = [
+    "TOKEN_PARAM",
+    "InvalidWebhookError",
+    "WebhookEvent",
+    "WebhookHub",
+    "WebhookReply",
+    "parse_webhook",
+]
+
+logger = logging.getLogger("prism_async")
+
+TOKEN_PARAM = "prism_token"
+"""The query parameter that carries the hub's token in the webhook URL."""
+
+
+class InvalidWebhookError(PrismError):
+    """A webhook body that is not the documented payload (answered with 400)."""
+
+
+@frozen
+class WebhookEvent:
+    """One webhook delivery: a template generation completed or failed.
+
+    It is unauthenticated input: use it as a hint and read the generation itself (a wait does).
+    """
+
+    generation_id: str
+    """The generation the event is about."""
+    status: str
+    """``completed`` or ``failed`` (other values are kept as sent)."""
+    template_id: str | None = None
+    """The template it was made from."""
+    video_url: str | None = None
+    """The video URL *claimed* by the sender; never download from it without confirming."""
+    error: str | None = None
+    """Why it failed, as claimed by the sender."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the event claims the generation is done."""
+        return self.status in GenerationStatus.TERMINAL
+
+
+@frozen
+class WebhookReply:
+    """What to answer the sender: an HTTP status and a short text."""
+
+    status: int
+    """200, 400, 401 or 413."""
+    message: str
+    """A short plain-text reason."""
+
+
+def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def parse_webhook(body: bytes | str) -> WebhookEvent:
+    """Parse a webhook body: strict about ``generation_id`` and ``status``, lenient otherwise.
+
+    Raises:
+        InvalidWebhookError: not JSON, not an object, or without a ``generation_id`` string and
+            a ``status`` string.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidWebhookError("webhook body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidWebhookError("webhook body is not a JSON object")
+    generation_id = payload.get("generation_id")
+    if not isinstance(generation_id, str) or not generation_id.strip():
+        raise InvalidWebhookError("webhook body has no generation_id string")
+    status = payload.get("status")
+    if not isinstance(status, str) or not status.strip():
+        raise InvalidWebhookError("webhook body has no status string")
+    return WebhookEvent(
+        generation_id=generation_id,
+        status=status,
+        template_id=_optional_text(payload, "template_id"),
+        video_url=_optional_text(payload, "video_url"),
+        error=_optional_text(payload, "error"),
+    )
+
+
+class WebhookHub:
+    """Receives Prism webhooks and wakes the waits they are about.
+
+    Args:
+        secret: the token required in the webhook URL; a random one by default. Pass your own
+            to keep URLs valid across restarts (keep it secret).
+        max_body: largest accepted body, in bytes (larger: 413).
+        fallback_interval: how often a wait on a generation submitted with this hub's URL
+            still polls, in case the webhook never comes.
+        keep: how many recent events for ids nobody waits on are kept (oldest dropped first),
+            so a webhook that arrives before its wait starts is not lost.
+        keep_seconds: how long such events are kept.
+    """
+
+    def __init__(
+        self,
+        secret: str | None = None,
+        *,
+        max_body: int = 64 * 1024,
+        fallback_interval: float = 60.0,
+        keep: int = 10_000,
+        keep_seconds: float = 900.0,
+    ) -> None:
+        if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
+            raise ValueError("secret must be a string of at least 16 characters")
+        if max_body < 1 or fallback_interval <= 0 or keep < 0 or keep_seconds < 0:
+            raise ValueError("max_body, fallback_interval, keep and keep_seconds must be positive")
+        self._secret = (secret or secrets.token_urlsafe(32)).encode()
+        self.max_body = max_body
+        self.fallback_interval = float(fallback_interval)
+        self._keep = keep
+        self._keep_seconds = keep_seconds
+        self._recent: OrderedDict[str, tuple[float, WebhookEvent]] = OrderedDict()
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._expected: OrderedDict[str, None] = OrderedDict()
+        self._subscribers: set[asyncio.Queue[WebhookEvent]] = set()
+
+    def __repr__(self) -> str:
+        return f"<WebhookHub waiting={len(self._waiters)} recent={len(self._recent)}>"
+
+    # -- the URL -----------------------------------------------------------------------------
+
+    def url_for(self, base_url: str) -> str:
+        """The URL to pass as ``webhook_url``: ``base_url`` plus this hub's token."""
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base_url must be an absolute http(s) URL; got {base_url!r}")
+        query = [
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != TOKEN_PARAM
+        ]
+        query.append((TOKEN_PARAM, self._secret.decode()))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` carries this hub's token (it was made by :meth:`url_for`)."""
+        token = dict(parse_qsl(urlsplit(url).query)).get(TOKEN_PARAM, "")
+        return hmac.compare_digest(token.encode(), self._secret)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def handle(self, body: bytes | str, query: Mapping[str, str]) -> WebhookReply:
+        """The framework-agnostic receiver: check, parse and dispatch one delivery.
+
+        Args:
+            body: the raw request body.
+            query: the request's query parameters (they carry the token).
+
+        Returns:
+            The status and text to answer with (200 when accepted).
+        """
+        token = query.get(TOKEN_PARAM, "")
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self._secret):
+            return WebhookReply(401, "missing or wrong token")
+        if len(body) > self.max_body:
+            return WebhookReply(413, "body too large")
+        try:
+            event = parse_webhook(body)
+        except InvalidWebhookError as exc:
+            return WebhookReply(400, str(exc))
+        self.dispatch(event)
+        return WebhookReply(200, "ok")
+
+    async def aiohttp_handler(self, request: web.Request) -> web.Response:
+        """An aiohttp.web handler: ``app.router.add_post("/hook", hub.aiohttp_handler)``."""
+        if not hmac.compare_digest(request.query.get(TOKEN_PARAM, "").encode(), self._secret):
+            return web.Response(status=401, text="missing or wrong token")
+        if request.content_length is not None and request.content_length > self.max_body:
+            return web.Response(status=413, text="body too large")
+        body = await request.content.read(self.max_body + 1)
+        reply = await self.handle(body, request.query)
+        return web.Response(status=reply.status, text=reply.message)
+
+    def dispatch(self, event: WebhookEvent) -> None:
+        """Deliver an event to the waits and to :meth:`events` (``handle`` calls this)."""
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()  # a slow consumer loses the oldest event, not the newest
+            queue.put_nowait(event)
+        if not event.is_terminal:
+            return
+        waiters = self._waiters.get(event.generation_id)
+        if waiters:
+            for waiter in waiters:
+                waiter.set()
+            return
+        self._remember(event)
+
+    def _remember(self, event: WebhookEvent) -> None:
+        now = time.monotonic()
+        self._recent.pop(event.generation_id, None)
+        self._recent[event.generation_id] = (now, event)
+        while self._recent and (
+            len(self._recent) > self._keep
+            or next(iter(self._recent.values()))[0] < now - self._keep_seconds
+        ):
+            self._recent.popitem(last=False)
+
+    async def events(self, *, max_queue: int = 10_000) -> AsyncIterator[WebhookEvent]:
+        """Every event received from now on (as hints: confirm before acting on one)."""
+        queue: asyncio.Queue[WebhookEvent] = asyncio.Queue(max_queue)
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # -- what waits use ----------------------------------------------------------------------
+
+    def expect(self, generation_ids: Iterable[str]) -> None:
+        """Note ids whose webhooks will come here (their waits then poll slowly)."""
+        for generation_id in generation_ids:
+            self._expected[generation_id] = None
+        while len(self._expected) > max(self._keep, 1):
+            self._expected.popitem(last=False)
+
+    def expects(self, generation_id: str) -> bool:
+        """Whether a webhook for ``generation_id`` was announced with :meth:`expect`."""
+        return generation_id in self._expected
+
+    def subscribe(self, generation_id: str) -> asyncio.Event:
+        """An event set when a terminal webhook for the id arrives (or already had)."""
+        waiter = asyncio.Event()
+        self._waiters.setdefault(generation_id, set()).add(waiter)
+        if generation_id in self._recent:  # it came before the wait started
+            waiter.set()
+        return waiter
+
+    def unsubscribe(self, generation_id: str, waiter: asyncio.Event) -> None:
+        """Forget a waiter (the wait ended)."""
+        waiters = self._waiters.get(generation_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[generation_id]
