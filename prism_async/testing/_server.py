@@ -250,6 +250,7 @@ class FakePrismServer:
         self._webhook_task: asyncio.Task[None] | None = None
         self._webhook_session: aiohttp.ClientSession | None = None
         self._wake = asyncio.Event()
+        self._webhooks_in_flight = 0
         self.root = ""
         """``http://host:port`` once started."""
 
@@ -349,7 +350,9 @@ class FakePrismServer:
 
         They answer ``status`` with ``body`` (JSON unless bytes/str) and ``headers``, or wait
         ``delay`` seconds first (then answer normally if no status is given), or have their
-        connection dropped without an answer (``drop=True``).
+        connection dropped without an answer (``drop=True``). Note that aiohttp clients resend
+        an idempotent request (GET, PUT) once by themselves when a kept-alive connection drops,
+        so script ``times=2`` to make one GET fail for them.
         """
         fault = Fault(
             method=method.upper(),
@@ -370,6 +373,7 @@ class FakePrismServer:
 
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         """The recorded requests matching ``method`` and ``path`` (a glob)."""
+        method = method.upper()
         return [
             r for r in self.requests if r.method == method and fnmatch.fnmatchcase(r.path, path)
         ]
@@ -377,7 +381,9 @@ class FakePrismServer:
     async def drain_webhooks(self, timeout: float = 5.0) -> None:
         """Wait until every webhook that is due has been delivered (or has failed)."""
         async with asyncio.timeout(timeout):
-            while any(self._webhook_due(g) for g in self.generations.values()):
+            while self._webhooks_in_flight or any(
+                self._webhook_due(g) for g in self.generations.values()
+            ):
                 self._wake.set()
                 await asyncio.sleep(0.01)
 
@@ -471,7 +477,11 @@ class FakePrismServer:
         return float(seconds() if callable(seconds) else seconds)
 
     def _known_key(self, key: str) -> bool:
-        return key in self.objects or any(a["asset_s3_key"] == key for a in self.assets)
+        return (
+            key in self.objects
+            or any(a["asset_s3_key"] == key for a in self.assets)
+            or any(a["asset_s3_key"] == key for a in self._history_assets())
+        )
 
     def _new_generation(self, **kwargs: Any) -> FakeGeneration:
         generation = FakeGeneration(
@@ -554,7 +564,9 @@ class FakePrismServer:
         ):
             return invalid("duration must look like '8s'")
         count = body.get("count")
-        if count is not None and (isinstance(count, bool) or count not in (1, 2, 3, 4)):
+        if isinstance(count, float) and count.is_integer():
+            body["count"] = count = int(count)  # JSON has one number type: 2.0 is 2
+        if count is not None and (type(count) is not int or not 1 <= count <= 4):
             return invalid("count must be an integer from 1 to 4")
         if "hasAudio" in body and not isinstance(body["hasAudio"], bool):
             return invalid("hasAudio must be a boolean")
@@ -803,8 +815,9 @@ class FakePrismServer:
         generation_id = request.match_info["id"]
         if generation_id not in self.generations:
             return web.Response(status=404, text="Not found")
+        video = self._video_url(generation_id)
         return web.Response(
-            text=f"<html><body><video src='/share/{generation_id}.mp4'></video></body></html>",
+            text=f"<html><body><video src='{video}'></video></body></html>",
             content_type="text/html",
         )
 
@@ -924,7 +937,11 @@ class FakePrismServer:
             for generation in list(self.generations.values()):
                 if self._webhook_due(generation):
                     generation.webhook_sent = True
-                    await self._post_webhook(generation)
+                    self._webhooks_in_flight += 1
+                    try:
+                        await self._post_webhook(generation)
+                    finally:
+                        self._webhooks_in_flight -= 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
                     await self._wake.wait()
