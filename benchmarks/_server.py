@@ -1,7 +1,11 @@
-"""A minimal generation-status server, run in its own process so it does not share the client's CPU.
+"""Servers for the benchmarks, each run in its own process so it does not share the client's CPU.
 
-Generation ``gen_<i>`` is ``generating`` until ``t0 + finish[i]`` (wall clock, shared by both
-processes), then ``completed``. ``GET /stats`` reports how many status requests it answered.
+* ``status``: generation ``gen_<i>`` is ``generating`` until ``t0 + finish[i]`` (wall clock,
+  shared by both processes), then ``completed``; ``GET /stats`` counts status requests.
+* ``canned``: a bare asyncio HTTP/1.1 server answering every request with the same small JSON
+  generation, as fast as possible, so the client is what is measured.
+* ``transfer``: presign + a PUT sink that reads and discards the body, a completed generation
+  whose ``video_url`` streams ``size`` bytes.
 """
 
 from __future__ import annotations
@@ -12,10 +16,22 @@ import multiprocessing
 import random
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from aiohttp import web
+
+GENERATION = {
+    "id": "gen_abc123",
+    "status": "generating",
+    "template_id": None,
+    "video_url": None,
+    "share_url": None,
+    "created_at": "2026-02-26T12:00:00.000Z",
+    "completed_at": None,
+    "error": None,
+}
 
 
 def finish_offsets(n: int, seed: int, start: float, end: float) -> list[float]:
@@ -24,22 +40,18 @@ def finish_offsets(n: int, seed: int, start: float, end: float) -> list[float]:
     return [rng.uniform(start, end) for _ in range(n)]
 
 
-def _app(offsets: list[float], t0: float) -> web.Application:
+def _status_app(offsets: list[float], t0: float) -> web.Application:
     counts = {"status": 0}
 
     async def status(request: web.Request) -> web.Response:
         counts["status"] += 1
         index = int(request.match_info["id"].removeprefix("gen_"))
         done = time.time() >= t0 + offsets[index]
-        body: dict[str, Any] = {
+        body = {
+            **GENERATION,
             "id": request.match_info["id"],
             "status": "completed" if done else "generating",
-            "template_id": None,
             "video_url": "https://storage.bench.test/v.mp4" if done else None,
-            "share_url": None,
-            "created_at": "2026-02-26T12:00:00.000Z",
-            "completed_at": None,
-            "error": None,
         }
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
@@ -52,48 +64,135 @@ def _app(offsets: list[float], t0: float) -> web.Application:
     return app
 
 
-def _serve(conn: Connection, offsets: list[float], t0: float) -> None:
+def _transfer_app(size: int) -> web.Application:
+    chunk = random.Random(1).randbytes(1 << 20)
+
+    async def presign(request: web.Request) -> web.Response:
+        body = await request.json()
+        root = f"http://{request.host}"
+        return web.json_response(
+            {
+                "s3_key": "bench/upload.mp4",
+                "upload_url": f"{root}/upload?X-Amz-Signature=bench",
+                "content_type": body["contentType"],
+                "max_bytes": 200 * 1024 * 1024,
+            }
+        )
+
+    async def sink(request: web.Request) -> web.Response:
+        received = 0
+        while data := await request.content.read(1 << 20):
+            received += len(data)
+        return web.Response(text=str(received))
+
+    async def generation(request: web.Request) -> web.Response:
+        root = f"http://{request.host}"
+        return web.json_response(
+            {**GENERATION, "status": "completed", "video_url": f"{root}/video?X-Amz-Signature=b"}
+        )
+
+    async def video(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = size
+        response.content_type = "video/mp4"
+        await response.prepare(request)
+        left = size
+        while left > 0:
+            piece = chunk[: min(left, len(chunk))]
+            await response.write(piece)
+            left -= len(piece)
+        return response
+
+    app = web.Application(client_max_size=1 << 40)
+    app.router.add_post("/api/s3/presign-upload", presign)
+    app.router.add_put("/upload", sink)
+    app.router.add_get("/api/generations/{id}", generation)
+    app.router.add_get("/video", video)
+    return app
+
+
+class _Canned(asyncio.Protocol):
+    """Answers every request on a keep-alive connection with the same JSON body."""
+
+    RESPONSE = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(json.dumps(GENERATION))).encode()
+        + b"\r\n\r\n"
+        + json.dumps(GENERATION).encode()
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        count = self.buffer.count(b"\r\n\r\n")
+        if count:
+            self.buffer = self.buffer.rsplit(b"\r\n\r\n", 1)[1]
+            self.transport.write(self.RESPONSE * count)
+
+
+def _run_canned(sock: socket.socket) -> None:
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_Canned, sock=sock, backlog=1024)
+        await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+def _serve(conn: Connection, kind: str, args: tuple[Any, ...]) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     conn.send(sock.getsockname()[1])
+    if kind == "canned":
+        _run_canned(sock)
+        return
+    factory: Callable[..., web.Application] = _status_app if kind == "status" else _transfer_app
     web.run_app(
-        _app(offsets, t0),
-        sock=sock,
-        print=None,
-        access_log=None,
-        handle_signals=False,
-        backlog=4096,
+        factory(*args), sock=sock, print=None, access_log=None, handle_signals=False, backlog=4096
     )
 
 
-class StatusServer:
-    """Start the status server in a separate process; ``base_url`` once started."""
+class ServerProcess:
+    """Start one of the servers above in a separate process; ``base_url`` once started."""
 
-    def __init__(self, offsets: list[float], t0: float) -> None:
+    def __init__(self, kind: str, *args: Any) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._parent, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, offsets, t0), daemon=True)
+        self._process = ctx.Process(target=_serve, args=(child, kind, args), daemon=True)
+        self.root = ""
         self.base_url = ""
 
-    def __enter__(self) -> StatusServer:
+    def __enter__(self) -> ServerProcess:
         self._process.start()
         port = self._parent.recv()
-        self.base_url = f"http://127.0.0.1:{port}/api"
+        self.root = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root}/api"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._process.terminate()
         self._process.join(5)
 
+    async def ready(self) -> None:
+        """Wait until the server accepts connections."""
+        host, port = "127.0.0.1", int(self.root.rsplit(":", 1)[1])
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+        raise RuntimeError("benchmark server did not start")
+
     async def stats(self) -> dict[str, int]:
         import aiohttp
 
-        async with aiohttp.ClientSession() as session:
-            root = self.base_url.removesuffix("/api")
-            for _ in range(50):
-                try:
-                    async with session.get(f"{root}/stats") as response:
-                        return dict(await response.json())
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
-        raise RuntimeError("status server did not answer")
+        await self.ready()
+        async with aiohttp.ClientSession() as session, session.get(f"{self.root}/stats") as r:
+            return dict(await r.json())

@@ -21,7 +21,7 @@ from typing import Any
 
 from prism_async import Generation, PollPolicy, PrismClient, RetryPolicy
 
-from ._server import StatusServer, finish_offsets
+from ._server import ServerProcess, finish_offsets
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 FULL = {"n": 10_000, "start": 10.0, "end": 40.0}
@@ -54,7 +54,7 @@ async def _run(
 ) -> dict[str, Any]:
     offsets = finish_offsets(n, seed, start, end)
     t0 = time.time() + 2.0  # leave the server process time to start
-    with StatusServer(offsets, t0) as server:
+    with ServerProcess("status", offsets, t0) as server:
         lags: list[float] = []
         async with PrismClient(
             "prism_sk_bench",

@@ -13,8 +13,9 @@ Rules (the models carry none of this):
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import attrs
 import cattrs
@@ -33,6 +34,7 @@ from .models.templates import TemplateGenerationBatch
 __all__ = ["converter", "make_converter", "structure", "structure_data", "unstructure"]
 
 T = TypeVar("T")
+_MILLISECONDS = re.compile(r"-?\d+(?:\.\d+)?")
 
 _CAMEL_BODIES: tuple[type, ...] = (CreateGenerationRequest, PresignUploadRequest)
 _SNAKE_BODIES: tuple[type, ...] = (TemplateGenerateRequest, CreateCharacterRequest)
@@ -45,17 +47,21 @@ def _camel(name: str) -> str:
 
 def _structure_datetime(value: Any, _: type) -> datetime:
     """ISO 8601 strings and Unix milliseconds alike; naive values are taken as UTC."""
-    if isinstance(value, bool):
-        raise TypeError(f"not a timestamp: {value!r}")
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lstrip("-").replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(text) / 1000, tz=UTC)
-        parsed = datetime.fromisoformat(text)
+    if type(value) is str:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            if not _MILLISECONDS.fullmatch(value.strip()):
+                raise
+            return datetime.fromtimestamp(float(value) / 1000, tz=UTC)
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
     raise TypeError(f"not a timestamp: {value!r}")
+
+
+def _structure_optional_datetime(value: Any, _: type) -> datetime | None:
+    return None if value is None else _structure_datetime(value, datetime)
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -69,17 +75,26 @@ def _structure_bool(value: Any, _: type) -> bool:
 
 
 def _structure_str(value: Any, _: type) -> str:
-    if isinstance(value, str):
+    if type(value) is str:
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise TypeError(f"not a string: {value!r}")
 
 
+def _structure_optional_str(value: Any, _: type) -> str | None:
+    # The hottest hook of all (most fields of most models): no detour through a union.
+    if value is None or type(value) is str:
+        return value
+    return _structure_str(value, str)
+
+
 def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     """Build the converter. The SDK uses one lenient instance; tests build a strict one."""
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
     conv.register_structure_hook(datetime, _structure_datetime)
+    conv.register_structure_hook(Optional[datetime], _structure_optional_datetime)  # noqa: UP045
+    conv.register_structure_hook(Optional[str], _structure_optional_str)  # noqa: UP045
     conv.register_unstructure_hook(datetime, lambda value: value.isoformat())
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(str, _structure_str)

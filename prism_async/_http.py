@@ -13,23 +13,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._errors import (
     APIConnectionError,
     APITimeoutError,
+    PrismError,
     ResponseValidationError,
     error_from_response,
 )
-from ._retry import RetryPolicy, call_with_retries
+from ._retry import RetryPolicy, call_with_retries, retry_after_failure
 from ._version import __version__
 
 __all__ = [
@@ -53,8 +56,13 @@ MultipartFile = tuple[str, Path, str]
 ProgressCallback = Callable[[int, int | None], object]
 
 
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-]+")
+
+
 def quote_segment(segment: str) -> str:
     """Quote one path segment so it can never climb to another endpoint (``..``, ``/``, ``?``)."""
+    if _PLAIN_SEGMENT.fullmatch(segment):  # the usual id: nothing to quote
+        return segment
     quoted = quote(segment, safe="")
     if quoted in (".", ".."):
         quoted = quoted.replace(".", "%2E")
@@ -120,12 +128,15 @@ class HTTPClient:
         self._storage_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect, sock_read=timeout
         )
-        self._headers = {
-            "Authorization": f"Bearer {api_key}",
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-        }
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        # Built once: aiohttp takes a CIMultiDict as is instead of converting a dict per call.
+        self._headers = CIMultiDict(
+            {
+                "Authorization": f"Bearer {api_key}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            }
+        )
+        self._json_headers = CIMultiDict(self._headers, **{"Content-Type": "application/json"})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -141,8 +152,7 @@ class HTTPClient:
         if self._session is None:
             asyncio.get_running_loop()  # an aiohttp session belongs to a running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
-                headers={"User-Agent": USER_AGENT},
+                connector=aiohttp.TCPConnector(limit=self._max_connections)
             )
         return self._session
 
@@ -184,41 +194,38 @@ class HTTPClient:
             APIConnectionError: no answer; see ``maybe_sent``.
             ResponseValidationError: a 2xx body that is not JSON.
         """
-        async with self._slots:
-            return await self._request(
-                method, path, json_body=json_body, params=params, fields=fields, files=files
-            )
+        await self._slots.acquire()  # first of all: a queued call holds nothing else
+        try:
+            url = self.url_for(path)
+            what = f"{method} {url.raw_path}"
+            if params:
+                url = url.with_query(params)
+            data: bytes | None = None
+            headers = self._headers
+            if json_body is not None:
+                data = json.dumps(json_body, separators=(",", ":")).encode()
+                headers = self._json_headers
+            attempt: Callable[[int], Awaitable[Any]]
+            if files or fields:
 
-    async def _request(
-        self,
-        method: str,
-        path: Sequence[str],
-        *,
-        json_body: Any = None,
-        params: Mapping[str, str] | None = None,
-        fields: Mapping[str, str] | None = None,
-        files: Sequence[MultipartFile] = (),
-    ) -> Any:
-        url = self.url_for(path)
-        what = f"{method} {url.raw_path}"
-        if params:
-            url = url.with_query(params)
-        data: bytes | None = None
-        headers = self._headers
-        if json_body is not None:
-            data = json.dumps(json_body, separators=(",", ":")).encode()
-            headers = self._json_headers
+                async def attempt(number: int) -> Any:
+                    with ExitStack() as stack:  # the files are opened anew for every attempt
+                        form = self._form(stack, fields or {}, files)
+                        return await self._send_api(method, url, what, form, headers, number)
 
-        async def attempt(number: int) -> Any:
-            with ExitStack() as stack:
-                body: Any = data
-                if files or fields:
-                    body = self._form(stack, fields or {}, files)
-                return await self._send_api(method, url, what, body, headers, number)
+            else:
 
-        return await call_with_retries(
-            attempt, idempotent=method in _IDEMPOTENT, policy=self._retry, what=what
-        )
+                def attempt(number: int) -> Awaitable[Any]:
+                    return self._send_api(method, url, what, data, headers, number)
+
+            try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
+                return await attempt(1)
+            except PrismError as exc:
+                return await retry_after_failure(
+                    exc, attempt, idempotent=method in _IDEMPOTENT, policy=self._retry, what=what
+                )
+        finally:
+            self._slots.release()
 
     @staticmethod
     def _form(

@@ -33,7 +33,7 @@ from ._errors import (
     parse_retry_after,
 )
 
-__all__ = ["RetryPolicy", "call_with_retries", "should_retry"]
+__all__ = ["RetryPolicy", "call_with_retries", "retry_after_failure", "should_retry"]
 
 logger = logging.getLogger("prism_async")
 
@@ -133,7 +133,20 @@ async def call_with_retries(
     try:
         return await attempt(1)
     except PrismError as exc:
-        first = exc
+        return await retry_after_failure(
+            exc, attempt, idempotent=idempotent, policy=policy, what=what
+        )
+
+
+async def retry_after_failure(
+    first: PrismError,
+    attempt: Callable[[int], Awaitable[T]],
+    *,
+    idempotent: bool,
+    policy: RetryPolicy,
+    what: str,
+) -> T:
+    """After attempt 1 failed with ``first``: re-raise it, or retry under tenacity."""
     if policy.max_retries == 0 or not should_retry(first, idempotent=idempotent, policy=policy):
         raise first
     replay: list[PrismError] = [first]

@@ -23,7 +23,7 @@ from prism_async import (
     RetryPolicy,
     _retry,
 )
-from prism_async._http import _translate, quote_segment
+from prism_async._http import HTTPClient, _translate, quote_segment
 from tests import samples
 from tests.conftest import KEY, NO_WAIT, free_port
 
@@ -81,16 +81,13 @@ async def test_connection_refused_is_not_sent_and_post_is_retried(
 ) -> None:
     """Refused connections give maybe_sent=False, and even a paid POST is retried then."""
     attempts: list[int] = []
-    original = _retry.call_with_retries
+    original = HTTPClient._send_api
 
-    async def counting(attempt: Any, **kwargs: Any) -> Any:
-        async def counted(number: int) -> Any:
-            attempts.append(number)
-            return await attempt(number)
+    async def counting(self: HTTPClient, *args: Any) -> Any:
+        attempts.append(args[-1])
+        return await original(self, *args)
 
-        return await original(counted, **kwargs)
-
-    monkeypatch.setattr("prism_async._http.call_with_retries", counting)
+    monkeypatch.setattr(HTTPClient, "_send_api", counting)
     base = f"http://127.0.0.1:{free_port()}/api"
     async with PrismClient(KEY, base_url=base, retry=NO_WAIT) as prism:
         with pytest.raises(APIConnectionError) as info:

@@ -1,0 +1,123 @@
+"""Upload and download of a large video: the SDK vs raw aiohttp streaming, RSS and wall time.
+
+Each measurement runs in a fresh process (so peak RSS is its own), rounds alternate the
+contenders, and medians are compared. The server runs in another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from prism_async import PrismClient
+
+from ._server import ServerProcess
+
+MB = 1024 * 1024
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+async def _one(kind: str, contender: str, root: str, path: Path) -> None:
+    size = path.stat().st_size
+    if contender == "prism_async":
+        async with PrismClient("prism_sk_bench", base_url=f"{root}/api") as prism:
+            if kind == "upload":
+                await prism.uploads.upload(path, content_type="video/mp4")
+            else:
+                await prism.generations.download("gen_abc123", path)
+        return
+    async with aiohttp.ClientSession() as session:
+        if kind == "upload":
+            with path.open("rb") as handle:
+                headers = {"Content-Type": "video/mp4", "Content-Length": str(size)}
+                async with session.put(f"{root}/upload", data=handle, headers=headers) as r:
+                    await r.read()
+        else:
+            async with session.get(f"{root}/video") as response:
+                with path.open("wb") as handle:
+                    async for chunk in response.content.iter_chunked(MB):
+                        await asyncio.to_thread(handle.write, chunk)
+
+
+def measure_here(kind: str, contender: str, root: str, path: str) -> dict[str, float]:
+    """One transfer in this (fresh) process: wall time and peak RSS growth."""
+    import prism_async  # noqa: F401  (imports are not part of the growth)
+
+    asyncio.run(asyncio.sleep(0))
+    baseline = max(_rss(), _peak())
+    started = time.perf_counter()
+    asyncio.run(_one(kind, contender, root, Path(path)))
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "rss_growth_mb": (_peak() - baseline) / MB}
+
+
+def _spawn(kind: str, contender: str, root: str, path: Path) -> dict[str, float]:
+    command = [sys.executable, "-m", "benchmarks.transfers", kind, contender, root, str(path)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def run(quick: bool = False, size_mb: int | None = None) -> list[dict[str, Any]]:
+    """Upload then download ``size_mb`` MB with each contender, in alternating rounds."""
+    size = (size_mb if size_mb is not None else (40 if quick else 190)) * MB
+    rounds = 3 if quick else 5
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, ServerProcess("transfer", size) as server:
+        asyncio.run(server.ready())
+        source = Path(tmp) / "video.mp4"
+        with source.open("wb") as handle:
+            block = os.urandom(MB)
+            for _ in range(size // MB):
+                handle.write(block)
+        for kind in ("upload", "download"):
+            target = source if kind == "upload" else Path(tmp) / "downloaded.mp4"
+            samples: dict[str, list[dict[str, float]]] = {"prism_async": [], "aiohttp": []}
+            for round_number in range(rounds):
+                order = ["prism_async", "aiohttp"][:: 1 if round_number % 2 == 0 else -1]
+                for contender in order:
+                    samples[contender].append(_spawn(kind, contender, server.root, target))
+            wall = {c: statistics.median(s["wall_s"] for s in v) for c, v in samples.items()}
+            rss = {c: statistics.median(s["rss_growth_mb"] for s in v) for c, v in samples.items()}
+            rows.append(
+                {
+                    "case": kind,
+                    "size_mb": size // MB,
+                    "wall_s_median": {c: round(v, 3) for c, v in wall.items()},
+                    "time_ratio_vs_aiohttp": round(wall["prism_async"] / wall["aiohttp"], 3),
+                    "rss_growth_mb_median": {c: round(v, 1) for c, v in rss.items()},
+                    "target": "RSS growth <= 32 MB, time <= 1.2x raw aiohttp",
+                    "met": rss["prism_async"] <= 32
+                    and wall["prism_async"] <= 1.2 * wall["aiohttp"],
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["upload", "download"])
+    parser.add_argument("contender", choices=["prism_async", "aiohttp"])
+    parser.add_argument("root")
+    parser.add_argument("path")
+    args = parser.parse_args()
+    print(json.dumps(measure_here(args.kind, args.contender, args.root, args.path)))
