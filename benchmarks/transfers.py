@@ -37,18 +37,22 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def _one(kind: str, contender: str, root: str, path: Path) -> None:
-    size = path.stat().st_size
+async def _one(kind: str, contender: str, root: str, path: Path) -> float:
+    """One transfer; returns its wall time. Clients are set up before the clock starts."""
     if contender == "prism_async":
         async with PrismClient("prism_sk_bench", base_url=f"{root}/api") as prism:
+            generation = await prism.generations.get("gen_abc123")  # as after a wait
+            started = time.perf_counter()
             if kind == "upload":
                 await prism.uploads.upload(path, content_type="video/mp4")
             else:
-                await prism.generations.download("gen_abc123", path)
-        return
+                await prism.generations.download(generation, path)
+            return time.perf_counter() - started
     async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
         if kind == "upload":
             with path.open("rb") as handle:
+                size = path.stat().st_size
                 headers = {"Content-Type": "video/mp4", "Content-Length": str(size)}
                 async with session.put(f"{root}/upload", data=handle, headers=headers) as r:
                     await r.read()
@@ -57,17 +61,19 @@ async def _one(kind: str, contender: str, root: str, path: Path) -> None:
                 with path.open("wb") as handle:
                     async for chunk in response.content.iter_chunked(MB):
                         await asyncio.to_thread(handle.write, chunk)
+        return time.perf_counter() - started
 
 
 def measure_here(kind: str, contender: str, root: str, path: str) -> dict[str, float]:
     """One transfer in this (fresh) process: wall time and peak RSS growth."""
     import prism_async  # noqa: F401  (imports are not part of the growth)
 
+    if kind == "download":
+        Path(path).unlink(missing_ok=True)  # both contenders write a new file
+
     asyncio.run(asyncio.sleep(0))
     baseline = max(_rss(), _peak())
-    started = time.perf_counter()
-    asyncio.run(_one(kind, contender, root, Path(path)))
-    wall = time.perf_counter() - started
+    wall = asyncio.run(_one(kind, contender, root, Path(path)))
     return {"wall_s": wall, "rss_growth_mb": (_peak() - baseline) / MB}
 
 

@@ -128,6 +128,10 @@ class HTTPClient:
         self._storage_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=connect, sock_read=timeout
         )
+        # Downloads time out per 1 MiB chunk (see download): aiohttp's sock_read would re-arm a
+        # timer for every 64 KiB segment, a fifth of the CPU of a long download.
+        self._read_timeout = timeout
+        self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
         # Built once: aiohttp takes a CIMultiDict as is instead of converting a dict per call.
         self._headers = CIMultiDict(
             {
@@ -346,22 +350,30 @@ class HTTPClient:
             session = self.session()
             started = time.monotonic()
             try:
-                async with session.get(
-                    target,
-                    headers={"User-Agent": USER_AGENT},
-                    timeout=self._storage_timeout,
-                ) as response:
+                async with asyncio.timeout(self._read_timeout):  # until the headers are in
+                    response = await session.get(
+                        target, headers={"User-Agent": USER_AGENT}, timeout=self._download_timeout
+                    )
+                try:
                     if response.status >= 300:
-                        content = await response.read()
+                        async with asyncio.timeout(self._read_timeout):
+                            content = await response.read()
                         raise error_from_response(response.status, response.headers, content)
                     total = response.content_length
                     written = 0
+                    chunks = response.content.iter_chunked(_CHUNK)
                     with destination.open("wb") as handle:
-                        async for chunk in response.content.iter_chunked(_CHUNK):
+                        while True:
+                            async with asyncio.timeout(self._read_timeout):  # a stall ends it
+                                chunk = await anext(chunks, b"")
+                            if not chunk:
+                                break
                             await asyncio.to_thread(handle.write, chunk)
                             written += len(chunk)
                             if on_progress is not None:
                                 await notify_progress(on_progress, written, total)
+                finally:
+                    response.release()
             except _TRANSLATED as exc:
                 raise _translate(exc, what) from exc
             logger.debug(

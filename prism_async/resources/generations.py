@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -212,7 +213,8 @@ class Generations(Resource):
                 if not fresh.is_completed or not fresh.video_url:
                     raise
                 await self._http.download(fresh.video_url, partial, on_progress=on_progress)
-            os.replace(partial, target)
+            # Replacing an existing large file frees its blocks: keep that off the event loop.
+            await asyncio.to_thread(os.replace, partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
