@@ -20,9 +20,9 @@ def _once(module: str) -> float:
     return float(output.strip())
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, *, rounds: int | None = None) -> dict[str, Any]:
     """Median import seconds of each module over alternating fresh interpreters."""
-    rounds = 5 if quick else 15
+    rounds = rounds or (5 if quick else 15)
     samples: dict[str, list[float]] = {"prism_async": [], "aiohttp": []}
     for round_number in range(rounds):
         order = ["prism_async", "aiohttp"][:: 1 if round_number % 2 == 0 else -1]

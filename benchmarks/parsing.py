@@ -54,9 +54,9 @@ def _rate(function: Any, body: bytes, loops: int) -> float:
     return loops / (time.perf_counter() - started)
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    """Parses per second, medians of alternating rounds."""
-    loops, rounds = (5_000, 3) if quick else (50_000, 7)
+def run(quick: bool = False, *, size: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+    """Parses per second, medians of alternating rounds (``size``: loops, rounds)."""
+    loops, rounds = size or ((5_000, 3) if quick else (50_000, 7))
     rows = []
     cases = [
         ("create response", CREATE, lambda b: structure_data(json.loads(b), GenerationBatch)),

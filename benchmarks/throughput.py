@@ -81,9 +81,12 @@ async def _measure(
     return results
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    """Measure; return medians, ratios (median of the per-round ratios) and every round."""
-    requests, rounds = (1_000, 5) if quick else (2_000, 21)
+def run(quick: bool = False, *, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Measure; return medians, ratios (median of the per-round ratios) and every round.
+
+    ``size`` is ``(requests per round, rounds)``, for smoke tests.
+    """
+    requests, rounds = size or ((1_000, 5) if quick else (2_000, 21))
     with ServerProcess("canned") as server:
         asyncio.run(server.ready())
         data = asyncio.run(_measure(server.base_url, requests, rounds))

@@ -83,10 +83,12 @@ def _spawn(kind: str, contender: str, root: str, path: Path) -> dict[str, float]
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
-def run(quick: bool = False, size_mb: int | None = None) -> list[dict[str, Any]]:
+def run(
+    quick: bool = False, *, size_mb: int | None = None, rounds: int | None = None
+) -> list[dict[str, Any]]:
     """Upload then download ``size_mb`` MB with each contender, in alternating rounds."""
     size = (size_mb if size_mb is not None else (40 if quick else 190)) * MB
-    rounds = 3 if quick else 5
+    rounds = rounds or (3 if quick else 5)
     rows = []
     with tempfile.TemporaryDirectory() as tmp, ServerProcess("transfer", size) as server:
         asyncio.run(server.ready())

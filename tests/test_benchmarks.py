@@ -1,12 +1,13 @@
-"""Smoke tests: every benchmark still runs, at a tiny size (numbers are not judged here)."""
+"""Smoke tests: every benchmark case still runs, at a tiny size (numbers are not judged here)."""
 
 from __future__ import annotations
 
-from benchmarks import bulk_wait
+from benchmarks import __main__ as suite
+from benchmarks import bulk_wait, imports, parsing, throughput, transfers
 from prism_async import PollPolicy
 
 
-async def test_bulk_wait_benchmark_runs_for_both_contenders() -> None:
+async def test_bulk_wait_runs_for_both_contenders() -> None:
     """The bulk-wait benchmark completes 40 waits without error for prism_async and the loop."""
     policy = PollPolicy(initial_delay=0.1, interval=0.1, max_interval=0.2, timeout=30)
     for contender in ("prism_async", "naive"):
@@ -14,4 +15,29 @@ async def test_bulk_wait_benchmark_runs_for_both_contenders() -> None:
         assert row["waits"] == 40
         assert row["errors"] == 0
         assert row["status_requests_per_generation"] >= 1
-        assert row["lag_p99_s"] >= 0
+
+
+def test_throughput_runs_all_three_clients() -> None:
+    """The throughput case measures prism_async, aiohttp and httpx against the canned server."""
+    row = throughput.run(size=(64, 1))
+    assert set(row["rps_median"]) == {"prism_async", "aiohttp", "httpx"}
+    assert all(value > 0 for value in row["rps_median"].values())
+
+
+def test_transfers_run_both_ways() -> None:
+    """Upload and download of a 1 MB file run for both contenders in fresh processes."""
+    rows = transfers.run(size_mb=1, rounds=1)
+    assert [row["case"] for row in rows] == ["upload", "download"]
+    for row in rows:
+        assert row["wall_s_median"]["prism_async"] > 0
+        assert row["rss_growth_mb_median"]["aiohttp"] >= 0
+
+
+def test_parsing_and_imports_and_the_table() -> None:
+    """Parsing and import-time cases run, and the suite renders them as a markdown table."""
+    results = {"parsing": parsing.run(size=(50, 1)), "imports": [imports.run(rounds=1)]}
+    assert results["parsing"][0]["per_second_median"]["json.loads alone"] > 0
+    text = suite.table(results)
+    assert text.startswith("| case |")
+    assert "import time" in text
+    assert "parse status response" in text

@@ -1,0 +1,146 @@
+"""Run every benchmark: ``python -m benchmarks [--quick] [--only CASE ...]``.
+
+Prints a markdown table and writes ``benchmarks/results.json``. Every comparison is measured
+in the same run on the same machine, in alternating rounds, and reported as medians and
+ratios; the servers run in separate processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports")
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    import aiohttp
+    import cattrs
+    import tenacity
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "cattrs": cattrs.__version__ if hasattr(cattrs, "__version__") else "?",
+        "tenacity": getattr(tenacity, "__version__", "?"),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
+    if name == "throughput":
+        from . import throughput
+
+        return [throughput.run(quick)]
+    if name == "bulk_wait":
+        from . import bulk_wait
+
+        return bulk_wait.run(quick=quick)
+    if name == "transfers":
+        from . import transfers
+
+        return transfers.run(quick)
+    if name == "parsing":
+        from . import parsing
+
+        return parsing.run(quick)
+    from . import imports
+
+    return [imports.run(quick)]
+
+
+def table(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The results as one markdown table: case, prism_async, baseline, ratio, target."""
+    rows = ["| case | prism_async | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for row in results.get("throughput", []):
+        rps, cpu = row["rps_median"], row["cpu_ratio_vs_aiohttp"]
+        rows.append(
+            f"| status-poll throughput (c={row['concurrency']}) | {rps['prism_async']} req/s | "
+            f"aiohttp {rps['aiohttp']} req/s, httpx {rps['httpx']} req/s | "
+            f"{cpu['prism_async']} (httpx {cpu['httpx']}) | >= 0.9 | {_yes(row['met'])} |"
+        )
+    waits = {r["contender"]: r for r in results.get("bulk_wait", [])}
+    if "prism_async" in waits:
+        ours, naive = waits["prism_async"], waits.get("naive")
+        base = (
+            f"naive loop: {naive['status_requests_per_generation']} req/gen, "
+            f"lag p99 {naive['lag_p99_s']} s, {naive['rss_per_pending_wait_kb']} KB/wait"
+            if naive
+            else "-"
+        )
+        met = ours["lag_p99_over_max_interval"] <= 1.5 and ours["rss_per_pending_wait_kb"] <= 10
+        rows.append(
+            f"| bulk waiting ({ours['waits']} waits) | {ours['status_requests_per_generation']} "
+            f"req/gen, lag p50 {ours['lag_p50_s']} s / p99 {ours['lag_p99_s']} s, "
+            f"{ours['rss_per_pending_wait_kb']} KB/wait, {ours['client_cpu_s']} CPU s, "
+            f"{ours['errors']} errors | {base} | p99 {ours['lag_p99_over_max_interval']}x "
+            f"max_interval | p99 <= 1.5x, <= 10 KB | {_yes(met and ours['errors'] == 0)} |"
+        )
+    for row in results.get("transfers", []):
+        wall, rss = row["wall_s_median"], row["rss_growth_mb_median"]
+        rows.append(
+            f"| {row['case']} {row['size_mb']} MB | {wall['prism_async']} s, "
+            f"+{rss['prism_async']} MB RSS | aiohttp {wall['aiohttp']} s, +{rss['aiohttp']} MB | "
+            f"{row['time_ratio_vs_aiohttp']} | <= 1.2x, <= 32 MB | {_yes(row['met'])} |"
+        )
+    for row in results.get("parsing", []):
+        per = row["per_second_median"]
+        rows.append(
+            f"| {row['case']} | {per['json.loads + cattrs']}/s "
+            f"({row['microseconds_per_parse']} µs) | json.loads alone {per['json.loads alone']}/s "
+            f"| {row['ratio']} | - | - |"
+        )
+    for row in results.get("imports", []):
+        seconds = row["seconds_median"]
+        rows.append(
+            f"| import time | {seconds['prism_async'] * 1000:.0f} ms | aiohttp "
+            f"{seconds['aiohttp'] * 1000:.0f} ms | {row['ratio_vs_aiohttp']} | - | - |"
+        )
+    return "\n".join(rows)
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "**no**"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
+    parser.add_argument("--output", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"machine": _machine(), "quick": args.quick}
+    for name in args.only or CASES:
+        started = time.monotonic()
+        print(f"running {name}...", file=sys.stderr, flush=True)
+        results[name] = _run_case(name, args.quick)
+        print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    machine = results["machine"]
+    print(
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
+        f"aiohttp {machine['aiohttp']} ({machine['when']})\n"
+    )
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
