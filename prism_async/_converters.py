@@ -14,8 +14,9 @@ Rules (the models carry none of this):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, cast
 
 import attrs
 import cattrs
@@ -135,10 +136,18 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
 converter = make_converter()
 
 
+_hooks: dict[Any, Callable[[Any, Any], Any]] = {}
+
+
 def structure(data: Any, cls: type[T], *, conv: cattrs.Converter | None = None) -> T:
     """Structure ``data`` into ``cls``, raising :class:`ResponseValidationError` if it won't fit."""
     try:
-        return (conv or converter).structure(data, cls)
+        if conv is not None:
+            return conv.structure(data, cls)
+        hook = _hooks.get(cls)
+        if hook is None:  # looked up once per model: this runs on every status poll
+            hook = _hooks[cls] = converter.get_structure_hook(cls)
+        return cast(T, hook(data, cls))
     except Exception as exc:
         if isinstance(exc, cattrs.BaseValidationError):
             reason = "; ".join(cattrs.transform_error(exc))

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -96,6 +97,48 @@ def _translate(exc: BaseException, what: str) -> APIConnectionError:
 
 
 # Network failures only: a local disk error (a plain OSError) is not a connection error.
+class _Slots:
+    """A semaphore whose uncontended acquire is a plain call (this is on every API call).
+
+    ``release`` hands a slot straight to the oldest waiter, so nobody can overtake the queue.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._queue: deque[asyncio.Future[None]] = deque()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is queued."""
+        if self._free > 0 and not self._queue:
+            self._free -= 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for a slot (after ``try_acquire`` said no)."""
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                self._queue.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the oldest waiter, or free it."""
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 _TRANSLATED = (aiohttp.ClientError, ConnectionError, TimeoutError)
 
 
@@ -121,7 +164,7 @@ class HTTPClient:
         # Bounds API calls in flight before anything is built for them: thousands of waits that
         # poll at once queue here as one small future each, not as prepared requests. A call
         # keeps its slot through its retries, so a struggling server also slows the callers.
-        self._slots = asyncio.Semaphore(max_connections)
+        self._slots = _Slots(max_connections)
         self._closed = False
         connect = min(10.0, timeout / 2)
         self._api_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
@@ -198,7 +241,8 @@ class HTTPClient:
             APIConnectionError: no answer; see ``maybe_sent``.
             ResponseValidationError: a 2xx body that is not JSON.
         """
-        await self._slots.acquire()  # first of all: a queued call holds nothing else
+        if not self._slots.try_acquire():  # first of all: a queued call holds nothing else
+            await self._slots.acquire()
         try:
             url = self.url_for(path)
             what = f"{method} {url.raw_path}"
@@ -247,7 +291,8 @@ class HTTPClient:
         self, method: str, url: URL, what: str, data: Any, headers: Mapping[str, str], number: int
     ) -> Any:
         session = self.session()
-        started = time.monotonic()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        started = time.monotonic() if debug else 0.0
         try:
             async with session.request(
                 method,
@@ -269,9 +314,9 @@ class HTTPClient:
                 type(exc).__name__,
             )
             raise _translate(exc, what) from exc
-        logger.debug(
-            "%s -> %d in %.3fs (attempt %d)", what, status, time.monotonic() - started, number
-        )
+        if debug:
+            elapsed = time.monotonic() - started
+            logger.debug("%s -> %d in %.3fs (attempt %d)", what, status, elapsed, number)
         if status >= 300:
             raise error_from_response(status, response_headers, body)
         try:

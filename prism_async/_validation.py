@@ -31,7 +31,7 @@ def check_text(field: str, value: Any, *, max_length: int | None = None) -> str:
     """A required, non-blank string."""
     if not isinstance(value, str):
         raise InvalidRequestError(field, f"must be a string, not {type(value).__name__}")
-    if not value.strip():
+    if not value or value.isspace():
         raise InvalidRequestError(field, "must not be empty")
     if max_length is not None and len(value) > max_length:
         raise InvalidRequestError(field, f"must be at most {max_length} characters")

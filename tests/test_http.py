@@ -295,3 +295,54 @@ def test_quote_segment() -> None:
     assert quote_segment("../x") == "..%2Fx"
     assert quote_segment("..") == "%2E%2E"
     assert quote_segment("featured-ugc-pitch") == "featured-ugc-pitch"
+
+
+async def test_slots_bound_calls_in_flight_and_hand_over_in_order() -> None:
+    """The slot queue is FIFO, hands slots over directly, and survives cancelled waiters."""
+    from prism_async._http import _Slots
+
+    slots = _Slots(1)
+    assert slots.try_acquire()
+    assert not slots.try_acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        await slots.acquire()
+        order.append(name)
+
+    first = asyncio.create_task(take("first"))
+    cancelled = asyncio.create_task(take("cancelled"))
+    last = asyncio.create_task(take("last"))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    slots.release()  # to "first"
+    await first
+    slots.release()  # "cancelled" is gone: to "last"
+    await last
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert order == ["first", "last"]
+    slots.release()
+    assert slots.try_acquire()
+
+
+async def test_api_calls_in_flight_never_exceed_max_connections(serve: Serve) -> None:
+    """With max_connections=3, a server sees at most 3 requests at once, whatever the load."""
+    active = 0
+    peak = 0
+
+    async def slow(request: web.Request) -> web.Response:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        return web.json_response(samples.GENERATION_COMPLETED)
+
+    app = web.Application()
+    app.router.add_get("/api/generations/{id}", slow)
+    root = await serve(app)
+    async with PrismClient(KEY, base_url=f"{root}/api", max_connections=3) as prism:
+        await asyncio.gather(*(prism.generations.get(f"gen_{n}") for n in range(30)))
+    assert peak == 3
