@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,10 +30,6 @@ MB = 1024 * 1024
 def _rss() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 async def _one(kind: str, contender: str, root: str, path: Path) -> float:
@@ -65,16 +60,30 @@ async def _one(kind: str, contender: str, root: str, path: Path) -> float:
 
 
 def measure_here(kind: str, contender: str, root: str, path: str) -> dict[str, float]:
-    """One transfer in this (fresh) process: wall time and peak RSS growth."""
+    """One transfer in this (fresh) process: wall time and peak RSS growth during it."""
+    import threading
+
     import prism_async  # noqa: F401  (imports are not part of the growth)
 
     if kind == "download":
         Path(path).unlink(missing_ok=True)  # both contenders write a new file
-
     asyncio.run(asyncio.sleep(0))
-    baseline = max(_rss(), _peak())
+    baseline = _rss()
+    peak = baseline
+    done = threading.Event()
+
+    def sample() -> None:  # every 2 ms: ru_maxrss would also count start-up peaks
+        nonlocal peak
+        while not done.wait(0.002):
+            peak = max(peak, _rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     wall = asyncio.run(_one(kind, contender, root, Path(path)))
-    return {"wall_s": wall, "rss_growth_mb": (_peak() - baseline) / MB}
+    done.set()
+    sampler.join()
+    peak = max(peak, _rss())
+    return {"wall_s": wall, "rss_growth_mb": (peak - baseline) / MB}
 
 
 def _spawn(kind: str, contender: str, root: str, path: Path) -> dict[str, float]:

@@ -406,17 +406,15 @@ class HTTPClient:
                         raise error_from_response(response.status, response.headers, content)
                     total = response.content_length
                     written = 0
-                    chunks = response.content.iter_chunked(_CHUNK)
+                    loop = asyncio.get_running_loop()
                     with destination.open("wb") as handle:
-                        while True:
-                            async with asyncio.timeout(self._read_timeout):  # a stall ends it
-                                chunk = await anext(chunks, b"")
-                            if not chunk:
-                                break
-                            await asyncio.to_thread(handle.write, chunk)
-                            written += len(chunk)
-                            if on_progress is not None:
-                                await notify_progress(on_progress, written, total)
+                        async with asyncio.timeout(self._read_timeout) as stall:
+                            async for chunk in response.content.iter_chunked(_CHUNK):
+                                await asyncio.to_thread(handle.write, chunk)
+                                written += len(chunk)
+                                if on_progress is not None:
+                                    await notify_progress(on_progress, written, total)
+                                stall.reschedule(loop.time() + self._read_timeout)
                 finally:
                     response.release()
             except _TRANSLATED as exc:

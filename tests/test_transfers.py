@@ -424,3 +424,21 @@ async def test_existing_file_is_replaced_atomically(
     await client.generations.download("gen_1", target)
     assert target.read_bytes() == VIDEO
     assert json.dumps(leftovers(tmp_path)) == "[]"
+
+
+async def test_a_stalled_download_times_out_and_leaves_nothing(
+    world: World, tmp_path: Path
+) -> None:
+    """A storage host that stops sending mid-body trips the read timeout; nothing is left."""
+    from prism_async import APITimeoutError, RetryPolicy
+
+    world.get_plan = ["stall"]
+    target = tmp_path / "v.mp4"
+    async with PrismClient(
+        KEY, base_url=world.base_url, timeout=0.3, retry=RetryPolicy(max_retries=0)
+    ) as prism:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(APITimeoutError):
+            await prism.generations.download("gen_1", target)
+        assert asyncio.get_running_loop().time() - started < 5
+    assert list(tmp_path.iterdir()) == []
