@@ -67,6 +67,7 @@ def measure_here(kind: str, contender: str, root: str, path: str) -> dict[str, f
 
     if kind == "download":
         Path(path).unlink(missing_ok=True)  # both contenders write a new file
+    os.sync()  # the previous round's dirty pages must not slow this one down
     asyncio.run(asyncio.sleep(0))
     baseline = _rss()
     peak = baseline
