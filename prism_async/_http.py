@@ -96,7 +96,6 @@ def _translate(exc: BaseException, what: str) -> APIConnectionError:
     )
 
 
-# Network failures only: a local disk error (a plain OSError) is not a connection error.
 class _Slots:
     """A semaphore whose uncontended acquire is a plain call (this is on every API call).
 
@@ -125,7 +124,7 @@ class _Slots:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot while being cancelled: pass it on
-            else:
+            elif waiter in self._queue:  # (release may have dropped it already)
                 self._queue.remove(waiter)
             raise
 
@@ -139,6 +138,7 @@ class _Slots:
         self._free += 1
 
 
+# Network failures only: a local disk error (a plain OSError) is not a connection error.
 _TRANSLATED = (aiohttp.ClientError, ConnectionError, TimeoutError)
 
 

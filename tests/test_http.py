@@ -346,3 +346,18 @@ async def test_api_calls_in_flight_never_exceed_max_connections(serve: Serve) ->
     async with PrismClient(KEY, base_url=f"{root}/api", max_connections=3) as prism:
         await asyncio.gather(*(prism.generations.get(f"gen_{n}") for n in range(30)))
     assert peak == 3
+
+
+async def test_slots_survive_a_release_between_cancel_and_wakeup() -> None:
+    """A waiter cancelled and then skipped by release() still just raises CancelledError."""
+    from prism_async._http import _Slots
+
+    slots = _Slots(1)
+    assert slots.try_acquire()
+    waiting = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its future is cancelled now; the task runs its cleanup later
+    slots.release()  # skips the cancelled waiter and frees the slot
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert slots.try_acquire()
