@@ -126,13 +126,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
     parser.add_argument("--output", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args(argv)
-    results: dict[str, Any] = {"machine": _machine(), "quick": args.quick}
+    output = Path(args.output)
+    results: dict[str, Any] = {}
+    if args.only and output.exists():  # a partial run updates its cases, keeps the others
+        results = json.loads(output.read_text())
+    results.update({"machine": _machine(), "quick": args.quick})
     for name in args.only or CASES:
         started = time.monotonic()
         print(f"running {name}...", file=sys.stderr, flush=True)
         results[name] = _run_case(name, args.quick)
         print(f"  {name}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    output.write_text(json.dumps(results, indent=2) + "\n")
     machine = results["machine"]
     print(
         f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, "
