@@ -44,6 +44,7 @@ MB = 1024 * 1024
 UPLOAD_LIMITS = {"image": 20 * MB, "video": 200 * MB, "audio": 50 * MB}
 _KEY_FIELDS = ("startFrameKey", "endFrameKey", "sourceVideoKey", "audioKey")
 _KEY_LIST_FIELDS = ("ingredientImageKeys", "characterReferenceImageKeys", "referenceVideoKeys")
+_HISTORY_PREFIX = "users/user_fake/generations/"
 _DURATION = re.compile(r"^\d{1,3}s$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -480,7 +481,17 @@ class FakePrismServer:
         return (
             key in self.objects
             or any(a["asset_s3_key"] == key for a in self.assets)
-            or any(a["asset_s3_key"] == key for a in self._history_assets())
+            or self._completed_history_key(key)
+        )
+
+    def _completed_history_key(self, key: str) -> bool:
+        """Whether ``key`` is the history asset key of a completed generation."""
+        generation_id = key.removeprefix(_HISTORY_PREFIX).removesuffix(".mp4")
+        generation = self.generations.get(generation_id)
+        return (
+            generation is not None
+            and key == f"{_HISTORY_PREFIX}{generation_id}.mp4"
+            and generation.status_at(self.now()) == "completed"
         )
 
     def _new_generation(self, **kwargs: Any) -> FakeGeneration:
@@ -878,7 +889,7 @@ class FakePrismServer:
             if generation.status_at(now) != "completed":
                 continue
             finished = int(self._wall(generation.finished_at()) * 1000)
-            key = f"users/user_fake/generations/{generation.id}.mp4"
+            key = f"{_HISTORY_PREFIX}{generation.id}.mp4"
             items.append(
                 {
                     "id": f"res_{generation.id}",
