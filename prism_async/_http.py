@@ -37,6 +37,7 @@ from ._retry import RetryPolicy, call_with_retries, retry_after_failure
 from ._version import __version__
 
 __all__ = [
+    "CHUNK_SIZE",
     "USER_AGENT",
     "HTTPClient",
     "MultipartFile",
@@ -49,7 +50,8 @@ logger = logging.getLogger("prism_async")
 
 USER_AGENT = f"prism-async/{__version__}"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_CHUNK = 1 << 20
+CHUNK_SIZE = 1 << 20
+"""Bytes per read or write of a file transfer: memory stays flat whatever the file size."""
 
 MultipartFile = tuple[str, Path, str]
 """``(form field, local path, content type)`` of one file in a multipart body."""
@@ -409,7 +411,7 @@ class HTTPClient:
                     loop = asyncio.get_running_loop()
                     with destination.open("wb") as handle:
                         async with asyncio.timeout(self._read_timeout) as stall:
-                            async for chunk in response.content.iter_chunked(_CHUNK):
+                            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                                 await asyncio.to_thread(handle.write, chunk)
                                 written += len(chunk)
                                 if on_progress is not None:

@@ -14,7 +14,7 @@ from attrs import frozen
 
 from .._converters import structure, unstructure
 from .._errors import InvalidRequestError
-from .._http import ProgressCallback, notify_progress
+from .._http import CHUNK_SIZE, ProgressCallback, notify_progress
 from .._validation import check_text, optional_text
 from ..models.requests import PresignUploadRequest
 from ..models.uploads import PresignedUpload, UploadedFile
@@ -25,7 +25,6 @@ __all__ = ["LIMITS", "UploadSource", "Uploads"]
 MB = 1024 * 1024
 LIMITS = {"image": 20 * MB, "video": 200 * MB, "audio": 50 * MB}
 """Largest file per media kind, as documented."""
-_CHUNK = 1 << 20
 
 UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 """What ``uploads.upload`` accepts: a path, bytes, or a binary file object."""
@@ -55,14 +54,14 @@ class _Source:
 
 async def _chunks_of(data: bytes | memoryview) -> AsyncIterator[bytes]:
     view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        yield bytes(view[start : start + _CHUNK])
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield bytes(view[start : start + CHUNK_SIZE])
 
 
 async def _chunks_from(handle: IO[bytes], size: int) -> AsyncIterator[bytes]:
     remaining = size
     while remaining > 0:
-        chunk = await asyncio.to_thread(handle.read, min(_CHUNK, remaining))
+        chunk = await asyncio.to_thread(handle.read, min(CHUNK_SIZE, remaining))
         if not chunk:
             raise OSError("the file became shorter while it was being uploaded")
         remaining -= len(chunk)
