@@ -251,16 +251,21 @@ def test_latency_estimate_tunes_the_cadence() -> None:
     assert (tuned.multiplier, tuned.timeout, tuned.initial_delay) == (1.0, 900.0, 5.0)
 
 
+def slow_template_batch(mock: aioresponses) -> TemplateGenerationBatch:
+    """A template batch estimated at 120 s whose one generation completes at the second poll."""
+    mock.get(url("gen_t"), payload=status("gen_t", "generating"))
+    mock.get(url("gen_t"), payload=status("gen_t", "completed"))
+    return TemplateGenerationBatch(
+        generations=[TemplateGeneration(generation_id="gen_t")],
+        latency_estimate=LatencyEstimate(typical=120, busy=300),
+    )
+
+
 async def test_template_batch_is_waited_on_with_its_estimate(
     mock: aioresponses, sleeps: list[float]
 ) -> None:
     """Passing a TemplateGenerationBatch uses its latency estimate for the cadence."""
-    batch = TemplateGenerationBatch(
-        generations=[TemplateGeneration(generation_id="gen_t")],
-        latency_estimate=LatencyEstimate(typical=120, busy=300),
-    )
-    mock.get(url("gen_t"), payload=status("gen_t", "generating"))
-    mock.get(url("gen_t"), payload=status("gen_t", "completed"))
+    batch = slow_template_batch(mock)
     async with PrismClient(KEY, base_url=API) as prism:  # the default policy
         (done,) = await prism.wait_for_generations(batch)
     assert done.id == "gen_t"
@@ -437,12 +442,7 @@ async def test_a_configured_client_policy_wins_over_the_estimate(
     mock: aioresponses, sleeps: list[float]
 ) -> None:
     """The estimate only replaces the default cadence, not one the user configured."""
-    batch = TemplateGenerationBatch(
-        generations=[TemplateGeneration(generation_id="gen_t")],
-        latency_estimate=LatencyEstimate(typical=120, busy=300),
-    )
-    mock.get(url("gen_t"), payload=status("gen_t", "generating"))
-    mock.get(url("gen_t"), payload=status("gen_t", "completed"))
+    batch = slow_template_batch(mock)
     policy = PollPolicy(initial_delay=1, interval=2, jitter=0)
     async with PrismClient(KEY, base_url=API, poll=policy) as prism:
         await prism.wait_for_generations(batch)
