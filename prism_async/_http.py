@@ -11,12 +11,13 @@ through here too, without the Authorization header.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -70,6 +71,17 @@ def quote_segment(segment: str) -> str:
     if quoted in (".", ".."):
         quoted = quoted.replace(".", "%2E")
     return quoted
+
+
+@functools.lru_cache(maxsize=1024)
+def _api_url(base: str, path: tuple[str, ...]) -> URL:
+    """The URL of ``path`` below ``base``; cached, as a wait polls the same URL again and again."""
+    return URL(base + "/" + "/".join(map(quote_segment, path)), encoded=True)
+
+
+def _describe(method: str, url: URL) -> str:
+    """``GET /api/generations/gen_1``: an API call in logs and messages (no host, no query)."""
+    return f"{method} {url.raw_path}"
 
 
 def _redact(url: URL) -> str:
@@ -214,14 +226,14 @@ class HTTPClient:
 
     # -- API requests ------------------------------------------------------------------------
 
-    def url_for(self, path: Sequence[str]) -> URL:
+    def url_for(self, path: tuple[str, ...]) -> URL:
         """The API URL for path segments, each quoted."""
-        return URL(self._base + "/" + "/".join(map(quote_segment, path)), encoded=True)
+        return _api_url(self._base, path)
 
     async def request(
         self,
         method: str,
-        path: Sequence[str],
+        path: tuple[str, ...],
         *,
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
@@ -246,53 +258,55 @@ class HTTPClient:
         if not self._slots.try_acquire():  # first of all: a queued call holds nothing else
             await self._slots.acquire()
         try:
-            url = self.url_for(path)
-            what = f"{method} {url.raw_path}"
+            url = _api_url(self._base, path)
             if params:
                 url = url.with_query(params)
-            data: bytes | None = None
+            body: Any = None
             headers = self._headers
+            send = self._send_api
             if json_body is not None:
-                data = json.dumps(json_body, separators=(",", ":")).encode()
+                body = json.dumps(json_body, separators=(",", ":")).encode()
                 headers = self._json_headers
-            attempt: Callable[[int], Awaitable[Any]]
-            if files or fields:
-
-                async def attempt(number: int) -> Any:
-                    with ExitStack() as stack:  # the files are opened anew for every attempt
-                        form = self._form(stack, fields or {}, files)
-                        return await self._send_api(method, url, what, form, headers, number)
-
-            else:
-
-                def attempt(number: int) -> Awaitable[Any]:
-                    return self._send_api(method, url, what, data, headers, number)
-
+            elif files or fields:
+                body, send = (fields or {}, files), self._send_form
             try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
-                return await attempt(1)
+                return await send(method, url, body, headers, 1)
             except PrismError as exc:
                 return await retry_after_failure(
-                    exc, attempt, idempotent=method in _IDEMPOTENT, policy=self._retry, what=what
+                    exc,
+                    functools.partial(send, method, url, body, headers),
+                    idempotent=method in _IDEMPOTENT,
+                    policy=self._retry,
+                    what=_describe(method, url),
                 )
         finally:
             self._slots.release()
 
-    @staticmethod
-    def _form(
-        stack: ExitStack, fields: Mapping[str, str], files: Sequence[MultipartFile]
-    ) -> aiohttp.FormData:
-        form = aiohttp.FormData()
-        for name, value in fields.items():
-            form.add_field(name, value)
-        for name, path, content_type in files:
-            handle: IO[bytes] = stack.enter_context(path.open("rb"))
-            form.add_field(name, handle, filename=path.name, content_type=content_type)
-        return form
+    async def _send_form(
+        self,
+        method: str,
+        url: URL,
+        data: Any,
+        headers: Mapping[str, str],
+        number: int,
+    ) -> Any:
+        """Send a multipart body, ``data = (fields, files)``; files are opened per attempt."""
+        fields, files = data
+        with ExitStack() as stack:
+            form = aiohttp.FormData()
+            for name, value in fields.items():
+                form.add_field(name, value)
+            for name, path, content_type in files:
+                handle: IO[bytes] = stack.enter_context(path.open("rb"))
+                form.add_field(name, handle, filename=path.name, content_type=content_type)
+            return await self._send_api(method, url, form, headers, number)
 
     async def _send_api(
-        self, method: str, url: URL, what: str, data: Any, headers: Mapping[str, str], number: int
+        self, method: str, url: URL, data: Any, headers: Mapping[str, str], number: int
     ) -> Any:
-        session = self.session()
+        session = self._session
+        if session is None:
+            session = self.session()
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.monotonic() if debug else 0.0
         try:
@@ -308,6 +322,7 @@ class HTTPClient:
                 body = await response.read()
                 response_headers = response.headers
         except _TRANSLATED as exc:
+            what = _describe(method, url)
             logger.debug(
                 "%s failed after %.3fs (attempt %d): %s",
                 what,
@@ -318,7 +333,9 @@ class HTTPClient:
             raise _translate(exc, what) from exc
         if debug:
             elapsed = time.monotonic() - started
-            logger.debug("%s -> %d in %.3fs (attempt %d)", what, status, elapsed, number)
+            logger.debug(
+                "%s -> %d in %.3fs (attempt %d)", _describe(method, url), status, elapsed, number
+            )
         if status >= 300:
             raise error_from_response(status, response_headers, body)
         try:
@@ -326,7 +343,7 @@ class HTTPClient:
         except ValueError as exc:
             text = body.decode("utf-8", "replace")
             raise ResponseValidationError(
-                f"{what}: the {status} response is not JSON", body=text
+                f"{_describe(method, url)}: the {status} response is not JSON", body=text
             ) from exc
 
     # -- storage transfers (presigned URLs: never the API key) -------------------------------
