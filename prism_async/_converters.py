@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Optional, TypeVar, cast
+from typing import Any, Optional, TypeVar
 
 import attrs
 import cattrs
@@ -136,7 +136,7 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
 converter = make_converter()
 
 
-_hooks: dict[Any, Callable[[Any, Any], Any]] = {}
+_hooks: dict[type, Callable[[Any, type], Any]] = {}
 
 
 def structure(data: Any, cls: type[T], *, conv: cattrs.Converter | None = None) -> T:
@@ -147,7 +147,7 @@ def structure(data: Any, cls: type[T], *, conv: cattrs.Converter | None = None) 
         hook = _hooks.get(cls)
         if hook is None:  # looked up once per model: this runs on every status poll
             hook = _hooks[cls] = converter.get_structure_hook(cls)
-        return cast(T, hook(data, cls))
+        return hook(data, cls)  # type: ignore[no-any-return]
     except Exception as exc:
         if isinstance(exc, cattrs.BaseValidationError):
             reason = "; ".join(cattrs.transform_error(exc))

@@ -338,8 +338,8 @@ class HTTPClient:
             )
         if status >= 300:
             raise error_from_response(status, response_headers, body)
-        try:
-            return json.loads(body)
+        try:  # JSON is UTF-8 (RFC 8259); decoding first skips json's encoding sniffing
+            return json.loads(body.decode())
         except ValueError as exc:
             text = body.decode("utf-8", "replace")
             raise ResponseValidationError(
