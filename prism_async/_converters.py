@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Optional, TypeVar
+from types import NoneType
+from typing import Any, Optional, TypeVar, cast, get_args
 
 import attrs
 import cattrs
@@ -90,9 +91,54 @@ def _structure_optional_str(value: Any, _: type) -> str | None:
     return _structure_str(value, str)
 
 
+def _is_flat_model(cls: Any) -> bool:
+    """A plain attrs model whose optional fields all default to None (most response models)."""
+    if not (isinstance(cls, type) and attrs.has(cls)) or getattr(cls, "__parameters__", None):
+        return False
+    attrs.resolve_types(cls)
+    return all(
+        a.init
+        and not a.kw_only
+        and (a.default is attrs.NOTHING or (a.default is None and NoneType in get_args(a.type)))
+        for a in attrs.fields(cls)
+    )
+
+
+def _lean_structure_fn(cls: type, conv: cattrs.Converter) -> Callable[[Any, type], Any]:
+    """cattrs' structure function for a flat model, with a fast path in front.
+
+    cattrs' generated function calls one hook per field and gathers errors field by field; on a
+    status poll that was most of the SDK's own CPU (see benchmarks/README.md). The fast path
+    takes a string that is already a string, and a null or missing optional field, as is; every
+    other value goes through the converter's hook for its type, as before. On any failure the
+    input goes to cattrs' function, which raises its usual detailed error: results and messages
+    are the same, only the common case is cheaper.
+    """
+    env: dict[str, Any] = {"cls": cls, "detailed": make_dict_structure_fn(cls, conv)}
+    fields = attrs.fields(cls)
+    lines = ["def structure(o, _):", "  try:"]
+    for i, a in enumerate(fields):
+        env[f"h{i}"], env[f"t{i}"] = conv.get_structure_hook(a.type), a.type
+        required = a.default is attrs.NOTHING
+        lines.append(f"    v{i} = o[{a.name!r}]" if required else f"    v{i} = o.get({a.name!r})")
+        tests = [] if required else [f"v{i} is not None"]
+        if a.type in (str, Optional[str]):  # noqa: UP045
+            tests.append(f"v{i}.__class__ is not str")
+        convert = f"v{i} = h{i}(v{i}, t{i})"
+        lines.append(f"    if {' and '.join(tests)}: {convert}" if tests else f"    {convert}")
+    arguments = ", ".join(f"v{i}" for i in range(len(fields)))
+    lines += [f"    return cls({arguments})", "  except Exception:", "    return detailed(o, _)"]
+    exec(compile("\n".join(lines), f"<prism_async structure {cls.__qualname__}>", "exec"), env)
+    return cast(Callable[[Any, type], Any], env["structure"])
+
+
 def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     """Build the converter. The SDK uses one lenient instance; tests build a strict one."""
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
+    if not forbid_extra_keys:  # (the fast path does not look for extra keys)
+        conv.register_structure_hook_factory(
+            _is_flat_model, lambda cls: _lean_structure_fn(cls, conv)
+        )
     conv.register_structure_hook(datetime, _structure_datetime)
     conv.register_structure_hook(Optional[datetime], _structure_optional_datetime)  # noqa: UP045
     conv.register_structure_hook(Optional[str], _structure_optional_str)  # noqa: UP045

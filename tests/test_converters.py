@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import cattrs
 import pytest
+from cattrs.gen import make_dict_structure_fn
 
 from prism_async import (
     Asset,
@@ -18,7 +20,13 @@ from prism_async import (
     Template,
     TemplateGenerationBatch,
 )
-from prism_async._converters import make_converter, structure, structure_data, unstructure
+from prism_async._converters import (
+    converter,
+    make_converter,
+    structure,
+    structure_data,
+    unstructure,
+)
 from prism_async.models.requests import (
     CreateGenerationRequest,
     PresignUploadRequest,
@@ -206,3 +214,44 @@ def test_request_bodies_camel_case_and_unset_fields_left_out() -> None:
         "webhook_url": "https://x.test/h",
         "character_variables": {"face": "c1"},
     }
+
+
+FAST_PATH_CASES: list[tuple[type, dict[str, Any]]] = [
+    (Generation, samples.GENERATION_COMPLETED),
+    (Generation, samples.GENERATION_FAILED),
+    (Generation, {"id": 7, "status": "queued", "error": 12, "created_at": 1772107200000}),
+    (Generation, {"id": "g", "status": "queued", "video_url": None, "extra": [1]}),
+    (PresignedUpload, samples.PRESIGN),
+    (Character, samples.CHARACTER_CREATE["data"]),
+    (Asset, samples.ASSET_SEARCH["data"][0]),
+]
+
+
+@pytest.mark.parametrize(("cls", "payload"), FAST_PATH_CASES)
+def test_fast_path_gives_what_cattrs_gives(cls: type, payload: dict[str, Any]) -> None:
+    """Flat models use a lean structure function; its results are cattrs' results."""
+    fast = converter.get_structure_hook(cls)
+    assert fast.__code__.co_filename.startswith("<prism_async structure")
+    assert fast(payload, cls) == make_dict_structure_fn(cls, converter)(payload, cls)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"status": "completed"},
+        {"id": None, "status": "queued"},
+        {"id": "g", "status": "queued", "video_url": {"no": 1}},
+        {"id": "g", "status": "queued", "completed_at": "not a time"},
+        "gen_1",
+        [("id", "g")],
+    ],
+)
+def test_fast_path_failures_keep_cattrs_messages(payload: Any) -> None:
+    """A body the fast path cannot take raises the same detailed error as cattrs would."""
+    with pytest.raises(cattrs.BaseValidationError) as slow:
+        make_dict_structure_fn(Generation, converter)(payload, Generation)
+    with pytest.raises(cattrs.BaseValidationError) as fast:
+        converter.get_structure_hook(Generation)(payload, Generation)
+    assert cattrs.transform_error(fast.value) == cattrs.transform_error(slow.value)
+    with pytest.raises(ResponseValidationError, match="Generation"):
+        structure(payload, Generation)
