@@ -226,10 +226,6 @@ class HTTPClient:
 
     # -- API requests ------------------------------------------------------------------------
 
-    def url_for(self, path: tuple[str, ...]) -> URL:
-        """The API URL for path segments, each quoted."""
-        return _api_url(self._base, path)
-
     async def request(
         self,
         method: str,
