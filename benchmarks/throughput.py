@@ -88,7 +88,7 @@ def run(quick: bool = False, *, size: tuple[int, int] | None = None) -> dict[str
 
     ``size`` is ``(requests per round, rounds)``, for smoke tests.
     """
-    requests, rounds = size or ((1_000, 5) if quick else (2_000, 21))
+    requests, rounds = size or ((500, 15) if quick else (2_000, 21))
     with ServerProcess("canned") as server:
         asyncio.run(server.ready())
         data = asyncio.run(_measure(server.base_url, requests, rounds))

@@ -73,7 +73,7 @@ def quote_segment(segment: str) -> str:
     return quoted
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=128)  # like yarl's own cache: under 1 KB a URL
 def _api_url(base: str, path: tuple[str, ...]) -> URL:
     """The URL of ``path`` below ``base``; cached, as a wait polls the same URL again and again."""
     return URL(base + "/" + "/".join(map(quote_segment, path)), encoded=True)
