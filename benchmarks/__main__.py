@@ -86,12 +86,15 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             else "-"
         )
         met = ours["lag_p99_over_max_interval"] <= 1.5 and ours["rss_per_pending_wait_kb"] <= 10
+        # Per-wait memory is judged at 10,000 waits: in a smaller run the client's fixed costs
+        # (connection buffers, caches) are shared by fewer waits.
+        verdict = _yes(met and ours["errors"] == 0) if ours["waits"] >= 10_000 else "- (quick)"
         rows.append(
             f"| bulk waiting ({ours['waits']} waits) | {ours['status_requests_per_generation']} "
             f"req/gen, lag p50 {ours['lag_p50_s']} s / p99 {ours['lag_p99_s']} s, "
             f"{ours['rss_per_pending_wait_kb']} KB/wait, {ours['client_cpu_s']} CPU s, "
             f"{ours['errors']} errors | {base} | p99 {ours['lag_p99_over_max_interval']}x "
-            f"max_interval | p99 <= 1.5x, <= 10 KB | {_yes(met and ours['errors'] == 0)} |"
+            f"max_interval | p99 <= 1.5x, <= 10 KB (10,000 waits) | {verdict} |"
         )
     for row in results.get("transfers", []):
         wall, rss = row["wall_s_median"], row["rss_growth_mb_median"]
