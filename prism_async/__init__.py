@@ -16,6 +16,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     FreeTierPausedError,
     GenerationFailedError,
     InsufficientCreditsError,
@@ -50,16 +51,24 @@ from .models import (
     TemplateVariable,
     UploadedFile,
 )
-from .polling import PollPolicy, as_completed, wait_for_generation, wait_for_generations
+from .polling import (
+    AsCompleted,
+    PollPolicy,
+    as_completed,
+    wait_for_generation,
+    wait_for_generations,
+)
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AsCompleted",
     "Asset",
     "AuthenticationError",
     "BadRequestError",
     "Character",
+    "ClientClosedError",
     "FreeTierPausedError",
     "Generation",
     "GenerationBatch",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -14,8 +13,16 @@ from yarl import URL
 from ._errors import InvalidRequestError
 from ._http import HTTPClient
 from ._retry import RetryPolicy
+from ._waiter import Waiter
 from .models.generations import Generation
-from .polling import GenerationIds, OnUpdate, PollPolicy, as_completed, wait_for_generation
+from .polling import (
+    AsCompleted,
+    GenerationIds,
+    OnUpdate,
+    PollPolicy,
+    as_completed,
+    wait_for_generation,
+)
 from .polling import wait_for_generations as _wait_for_generations
 from .resources import Assets, Characters, Generations, Templates, Uploads
 
@@ -81,13 +88,19 @@ class PrismClient:
             variable. None at all is a ``ValueError``.
         base_url: API root; defaults to ``PRISM_BASE_URL``, then
             ``https://www.prismvideos.com/api``. Plain ``http://`` only for loopback hosts.
-        timeout: seconds allowed for one API request (connecting gets at most 10 s of it).
+        timeout: seconds allowed for one API request (connecting gets at most 10 s of it, and
+            waiting for a pooled connection at most half of it).
         retry: how failed requests are retried (paid POSTs are never sent twice).
-        poll: default pacing of waits for generations.
-        max_connections: size of the connection pool: the bound on requests in flight.
+        poll: default pacing of waits for generations (``PollPolicy()`` when not given; a
+            template batch's latency estimate then tunes it).
+        max_connections: the bound on API requests in flight (and, separately, on storage
+            transfers in flight; an owned connection pool holds both).
         session: an ``aiohttp.ClientSession`` to borrow; it is used but never closed.
         webhooks: a :class:`~prism_async.webhooks.WebhookHub`: waits then finish as soon as it
             receives a terminal event for their id, confirmed by one status request.
+
+    The settings (``base_url``, ``timeout``, ``retry``, ``poll``, ``webhooks``) are read-only:
+    make another client to change them.
 
     Attributes:
         generations: create generations, read status, download videos.
@@ -104,7 +117,7 @@ class PrismClient:
         base_url: str | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008  (frozen, so a shared default is safe)
-        poll: PollPolicy = PollPolicy(),  # noqa: B008
+        poll: PollPolicy | None = None,
         max_connections: int = 100,
         session: aiohttp.ClientSession | None = None,
         webhooks: WebhookHub | None = None,
@@ -121,7 +134,7 @@ class PrismClient:
             raise InvalidRequestError("max_connections", "must be at least 1")
         if not isinstance(retry, RetryPolicy):
             raise InvalidRequestError("retry", "must be a RetryPolicy")
-        if not isinstance(poll, PollPolicy):
+        if poll is not None and not isinstance(poll, PollPolicy):
             raise InvalidRequestError("poll", "must be a PollPolicy")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise InvalidRequestError("session", "must be an aiohttp.ClientSession")
@@ -136,17 +149,14 @@ class PrismClient:
 
             if not isinstance(webhooks, WebhookHub):
                 raise InvalidRequestError("webhooks", "must be a prism_async.webhooks.WebhookHub")
-        self.webhooks = webhooks
-        """The hub whose webhooks wake waits early, or None."""
-        self.base_url: str = str(url)
-        """The API root every request goes to."""
-        self.timeout = float(timeout)
-        self.retry = retry
-        self.poll = poll
+        self._webhooks = webhooks
+        self._base_url = str(url)
+        self._timeout = float(timeout)
+        self._retry = retry
         self._http = HTTPClient(
             api_key=key,
             base_url=url,
-            timeout=self.timeout,
+            timeout=self._timeout,
             retry=retry,
             max_connections=max_connections,
             session=session,
@@ -156,6 +166,37 @@ class PrismClient:
         self.uploads = Uploads(self)
         self.characters = Characters(self)
         self.assets = Assets(self)
+        self._waiter = Waiter(
+            self.generations._get_once,
+            poll if poll is not None else PollPolicy(),
+            policy_given=poll is not None,
+            hub=webhooks,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API root every request goes to."""
+        return self._base_url
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed for one API request."""
+        return self._timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How failed requests are retried."""
+        return self._retry
+
+    @property
+    def poll(self) -> PollPolicy:
+        """The default pacing of waits."""
+        return self._waiter.policy
+
+    @property
+    def webhooks(self) -> WebhookHub | None:
+        """The hub whose webhooks wake waits early, or None."""
+        return self._webhooks
 
     @property
     def closed(self) -> bool:
@@ -175,7 +216,12 @@ class PrismClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client and its own aiohttp session (a borrowed session stays open)."""
+        """Close the client and its own aiohttp session (a borrowed session stays open).
+
+        Waits still running end at once with :class:`~prism_async.ClientClosedError`, and no
+        request is sent after this. Idempotent.
+        """
+        self._waiter.close()
         await self._http.aclose()
 
     async def wait_for_generation(
@@ -244,10 +290,11 @@ class PrismClient:
         *,
         timeout: float | None = None,
         poll: PollPolicy | None = None,
-    ) -> AsyncIterator[Generation]:
+    ) -> AsCompleted:
         """Yield each generation as soon as it is terminal (completed or failed).
 
-        See :func:`prism_async.as_completed`.
+        Best used as ``async with prism.as_completed(ids) as finished:`` so that leaving the
+        block early stops every wait. See :func:`prism_async.as_completed`.
         """
         return as_completed(self, ids, timeout=timeout, poll=poll)
 

@@ -2,10 +2,11 @@
 
 Every exception the SDK raises derives from :class:`PrismError`::
 
-    PrismError
-    ├── APIConnectionError            no HTTP response at all (.maybe_sent)
+    PrismError                        every one has .maybe_sent and .generation_ids
+    ├── APIConnectionError            no HTTP response at all
     │   └── APITimeoutError           the request ran out of time (also a TimeoutError)
-    ├── APIStatusError                any non-2xx (.status_code .code .message .body .headers)
+    ├── APIStatusError                any non-2xx (.status_code .code .message .body .headers
+    │   │                                          .retry_after)
     │   ├── BadRequestError           400
     │   │   └── PricingError          400 pricing_error
     │   ├── AuthenticationError       401
@@ -13,23 +14,31 @@ Every exception the SDK raises derives from :class:`PrismError`::
     │   ├── PermissionDeniedError     403
     │   ├── NotFoundError             404
     │   ├── InvalidTemplateError      422
-    │   ├── RateLimitError            429 (.retry_after)
+    │   ├── RateLimitError            429
     │   └── InternalServerError       5xx
     │       └── FreeTierPausedError   503 free_tier_paused
     ├── ResponseValidationError       a 2xx body that is not the documented shape (.body)
     ├── InvalidRequestError           bad input caught before sending (also a ValueError; .field)
+    ├── ClientClosedError             the client was closed (also a RuntimeError)
     ├── GenerationFailedError         a generation ended "failed" (.generation)
     └── WaitTimeoutError              a wait ran past its timeout (also a TimeoutError;
                                       .generation_id, .last)
 
 ``asyncio.CancelledError`` is never caught, wrapped or replaced.
 
-:func:`error_from_response` is pure: ``(status, headers, body) -> APIStatusError``. It never
-does I/O, so it is tested with recorded samples alone.
+``maybe_sent`` answers the question a paid POST raises: may money have been spent? It is True
+for a 5xx (but ``free_tier_paused``), a timeout or a dropped connection after sending, and a 2xx
+whose body could not be read; False when nothing left the process, the connection could not be
+made, or the server refused the request (3xx, 4xx). ``generation_ids`` names the generations the
+failed call is known to have queued, read from whatever part of the answer arrived.
+
+:func:`error_from_response` and :func:`generation_ids_in` are pure: they never do I/O, so they
+are tested with recorded samples alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import re
@@ -47,6 +56,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ClientClosedError",
     "FreeTierPausedError",
     "GenerationFailedError",
     "InsufficientCreditsError",
@@ -61,6 +71,7 @@ __all__ = [
     "ResponseValidationError",
     "WaitTimeoutError",
     "error_from_response",
+    "generation_ids_in",
     "parse_retry_after",
 ]
 
@@ -68,22 +79,37 @@ _MAX_TEXT = 500
 
 
 class PrismError(Exception):
-    """Root of every exception raised by prism_async."""
+    """Root of every exception raised by prism_async.
+
+    Attributes:
+        maybe_sent: whether the request behind this error may have reached the server and been
+            acted on. For a paid POST (``generations.create``, ``templates.generate``) True means
+            videos may have been queued and charged: find out before sending it again. False
+            when it provably was not: nothing was sent, the connection could not be made, or
+            the server refused the request (3xx, 4xx, ``free_tier_paused``).
+        generation_ids: generations the failed call is known to have queued (read from an
+            answer that arrived only in part, or, from ``create_and_wait``, the batch it was
+            waiting on); empty when none are known.
+    """
+
+    maybe_sent: bool = False
+    generation_ids: tuple[str, ...] = ()
 
 
 class APIConnectionError(PrismError):
     """No HTTP response was received: refused, reset, DNS or TLS failure, or a dropped connection.
 
-    Attributes:
-        maybe_sent: False only when the connection could not be made, so the request provably
-            never reached the server. True means the server may have received (and, for a paid
-            POST, acted on) the request: check before sending it again.
+    ``maybe_sent`` is False only when the connection could not be made (or nothing was sent),
+    so the request provably never reached the server.
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool) -> None:
+    def __init__(
+        self, message: str, *, maybe_sent: bool, generation_ids: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.maybe_sent = maybe_sent
+        self.generation_ids = generation_ids
 
 
 class APITimeoutError(APIConnectionError, TimeoutError):
@@ -99,6 +125,7 @@ class APIStatusError(PrismError):
         message: the API's human-readable ``message``, or the raw text of a non-JSON body.
         body: the parsed JSON body, or the raw text when the body was not JSON.
         headers: the response headers (case-insensitive when they came from aiohttp).
+        retry_after: seconds the server asked to wait (its ``Retry-After``), or None.
     """
 
     def __init__(
@@ -109,12 +136,15 @@ class APIStatusError(PrismError):
         code: str | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.status_code = status_code
         self.code = code
         self.message = message
         self.body = body
         self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.retry_after = retry_after
+        self.maybe_sent = status_code >= 500 and code != "free_tier_paused"
         label = f"{status_code} {code}" if code else str(status_code)
         super().__init__(f"{label}: {message}" if message else label)
 
@@ -148,15 +178,7 @@ class InvalidTemplateError(APIStatusError):
 
 
 class RateLimitError(APIStatusError):
-    """429: too many requests.
-
-    Attributes:
-        retry_after: seconds the server asked to wait (from ``Retry-After``), or None.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
+    """429: too many requests; ``retry_after`` is the server's ``Retry-After`` in seconds."""
 
 
 class InternalServerError(APIStatusError):
@@ -170,14 +192,20 @@ class FreeTierPausedError(InternalServerError):
 class ResponseValidationError(PrismError):
     """A 2xx response whose body is not the documented shape.
 
+    The server answered success, so ``maybe_sent`` is True; ``generation_ids`` holds every id
+    that could still be read from the body.
+
     Attributes:
         body: the raw body text (or the parsed JSON when it parsed but did not fit).
     """
+
+    maybe_sent = True
 
     def __init__(self, message: str, *, body: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.body = body
+        self.generation_ids = generation_ids_in(body)
 
 
 class InvalidRequestError(PrismError, ValueError):
@@ -192,6 +220,10 @@ class InvalidRequestError(PrismError, ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class ClientClosedError(PrismError, RuntimeError):
+    """The client was closed: it sends nothing more, and waits still running end with this."""
 
 
 class GenerationFailedError(PrismError):
@@ -312,16 +344,76 @@ def error_from_response(
     cls = _BY_CODE.get((status, code or "")) or _BY_STATUS.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else APIStatusError
-    if cls is RateLimitError:
-        return RateLimitError(
-            message,
-            status_code=status,
-            code=code,
-            body=parsed,
-            headers=headers,
-            retry_after=parse_retry_after(headers.get("Retry-After"), now=now),
-        )
-    return cls(message, status_code=status, code=code, body=parsed, headers=headers)
+    retry_after = parse_retry_after(headers.get("Retry-After"), now=now)
+    return cls(
+        message,
+        status_code=status,
+        code=code,
+        body=parsed,
+        headers=headers,
+        retry_after=retry_after,
+    )
+
+
+_GENERATIONS = re.compile(r'"generations"\s*:\s*\[')
+_ID_FIELD = re.compile(r'"(?:id|generation_id)"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _item_id(item: Any) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("id", item.get("generation_id"))
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _ids_in_text(text: str) -> tuple[str, ...]:
+    """Ids in the ``generations`` list of a body that is not whole JSON (cut short, say)."""
+    match = _GENERATIONS.search(text)
+    if match is None:
+        return ()
+    decoder = json.JSONDecoder()
+    ids: list[str] = []
+    position = match.end()
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return tuple(ids)
+        try:
+            item, position = decoder.raw_decode(text, position)
+        except ValueError:  # the item the body was cut in: its id may have arrived whole
+            break
+        if (found := _item_id(item)) is not None:
+            ids.append(found)
+    field = _ID_FIELD.search(text, position)
+    if field is not None:
+        with contextlib.suppress(ValueError):
+            ids.append(json.loads(field.group(1)))
+    return tuple(ids)
+
+
+def generation_ids_in(body: Any) -> tuple[str, ...]:
+    """The generation ids in a create or template-generate answer, even a broken one. Pure.
+
+    ``body`` may be parsed JSON, or the raw bytes or text of a body that is cut short or does not
+    fit the documented shape. Ids are read from the ``generations`` list (``id`` or
+    ``generation_id``), at the top level or under ``data``; an id cut in half is never returned.
+    """
+    if isinstance(body, bytes | bytearray):
+        body = bytes(body).decode("utf-8", "replace")
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return _ids_in_text(body)
+    if not isinstance(body, dict):
+        return ()
+    data = body.get("data")
+    items = (data if isinstance(data, dict) else body).get("generations")
+    if not isinstance(items, list):
+        return ()
+    return tuple(found for item in items if (found := _item_id(item)) is not None)
 
 
 def _default_reason(status: int) -> str:

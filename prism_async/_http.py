@@ -1,26 +1,29 @@
-"""The HTTP layer: the only module that imports aiohttp.
+"""The HTTP layer: every request the SDK sends goes through :meth:`HTTPClient._send`.
 
-It owns (or borrows) the ``aiohttp.ClientSession``, builds API URLs from quoted path segments,
-sends JSON, reads bodies, hands ``(status, headers, body)`` to the pure
-:func:`~prism_async._errors.error_from_response`, translates every aiohttp failure into
-:class:`APIConnectionError` / :class:`APITimeoutError` with a truthful ``maybe_sent``, and
-retries under :mod:`prism_async._retry`. Storage transfers (presigned PUT and GET) go
-through here too, without the Authorization header.
+This is the one module that sends the SDK's HTTP requests (the webhook receiver and the fake
+server import aiohttp too, to serve). It owns (or borrows) the ``aiohttp.ClientSession``, builds
+API URLs from quoted path segments, and has one path for every request, API call or storage
+transfer alike: :meth:`HTTPClient._call` takes a slot, runs attempt 1 inline (the success path
+stays as lean as a bare aiohttp call) and hands a retryable failure to tenacity
+(:mod:`prism_async._retry`); :meth:`HTTPClient._send` sends one attempt, maps a non-2xx answer
+with the pure :func:`~prism_async._errors.error_from_response`, translates aiohttp's failures
+(:mod:`prism_async._responses`), and logs. Storage transfers (presigned PUT and GET) carry no
+Authorization header and have slots of their own, so slow downloads never hold up API calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -29,12 +32,14 @@ from yarl import URL
 
 from ._errors import (
     APIConnectionError,
-    APITimeoutError,
+    APIStatusError,
+    ClientClosedError,
     PrismError,
-    ResponseValidationError,
     error_from_response,
 )
-from ._retry import RetryPolicy, call_with_retries, retry_after_failure
+from ._responses import TRANSLATED, discard, read_json, read_json_keeping_partial, translate
+from ._retry import RetryPolicy, resume_with_retries
+from ._slots import Slots
 from ._version import __version__
 
 __all__ = [
@@ -49,6 +54,10 @@ __all__ = [
 
 logger = logging.getLogger("prism_async")
 
+T = TypeVar("T")
+Reader = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
+"""Reads a 2xx response's body into the call's result."""
+
 USER_AGENT = f"prism-async/{__version__}"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 CHUNK_SIZE = 1 << 20
@@ -59,8 +68,8 @@ MultipartFile = tuple[str, Path, str]
 
 ProgressCallback = Callable[[int, int | None], object]
 
-
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-]+")
+_NO_GUARD: AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 
 def quote_segment(segment: str) -> str:
@@ -79,81 +88,9 @@ def _api_url(base: str, path: tuple[str, ...]) -> URL:
     return URL(base + "/" + "/".join(map(quote_segment, path)), encoded=True)
 
 
-def _describe(method: str, url: URL) -> str:
-    """``GET /api/generations/gen_1``: an API call in logs and messages (no host, no query)."""
-    return f"{method} {url.raw_path}"
-
-
 def _redact(url: URL) -> str:
     """A URL fit for logs and messages: no query (presigned credentials), no user info."""
     return str(url.with_query(None).with_fragment(None).with_user(None))
-
-
-def _translate(exc: BaseException, what: str) -> APIConnectionError:
-    """Map an aiohttp / asyncio failure to the SDK's connection errors."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(f"{what}: timed out while connecting", maybe_sent=False)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(f"{what}: could not connect: {exc}", maybe_sent=False)
-    if isinstance(exc, aiohttp.InvalidURL):
-        return APIConnectionError(f"{what}: invalid URL", maybe_sent=False)
-    if isinstance(exc, TimeoutError):
-        return APITimeoutError(
-            f"{what}: timed out after the request was sent; the server may have received it",
-            maybe_sent=True,
-        )
-    detail = str(exc) or type(exc).__name__
-    return APIConnectionError(
-        f"{what}: connection failed after the request was sent ({detail}); "
-        "the server may have received it",
-        maybe_sent=True,
-    )
-
-
-class _Slots:
-    """A semaphore whose uncontended acquire is a plain call (this is on every API call).
-
-    ``release`` hands a slot straight to the oldest waiter, so nobody can overtake the queue.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._queue: deque[asyncio.Future[None]] = deque()
-
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free and nobody is queued."""
-        if self._free > 0 and not self._queue:
-            self._free -= 1
-            return True
-        return False
-
-    async def acquire(self) -> None:
-        """Wait for a slot (after ``try_acquire`` said no)."""
-        if self.try_acquire():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot while being cancelled: pass it on
-            elif waiter in self._queue:  # (release may have dropped it already)
-                self._queue.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        """Give the slot to the oldest waiter, or free it."""
-        while self._queue:
-            waiter = self._queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-
-# Network failures only: a local disk error (a plain OSError) is not a connection error.
-_TRANSLATED = (aiohttp.ClientError, ConnectionError, TimeoutError)
 
 
 class HTTPClient:
@@ -175,20 +112,29 @@ class HTTPClient:
         self._max_connections = max_connections
         self._session = session
         self._owns_session = session is None
-        # Bounds API calls in flight before anything is built for them: thousands of waits that
-        # poll at once queue here as one small future each, not as prepared requests. A call
-        # keeps its slot through its retries, so a struggling server also slows the callers.
-        self._slots = _Slots(max_connections)
+        # Bound the calls in flight before anything is built for them: thousands of waits that
+        # poll at once queue here as one small future each. A call keeps its slot through its
+        # retries, so a struggling server also slows the callers. API calls and storage
+        # transfers have slots of their own, and an owned pool fits both, so neither ever waits
+        # for a pooled connection (which would blur "sent" and "not sent").
+        self._slots = Slots(max_connections)
+        self._storage_slots = Slots(max_connections)
         self._closed = False
         connect = min(10.0, timeout / 2)
-        self._api_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect)
-        self._storage_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=timeout
+        # ``connect`` bounds the wait for a pooled connection too (a borrowed session's pool may
+        # be busy): it ends before ``total``, as a ConnectionTimeoutError, i.e. "not sent".
+        self._api_timeout = aiohttp.ClientTimeout(
+            total=timeout, connect=timeout / 2, sock_connect=connect
         )
-        # Downloads time out per 1 MiB chunk (see download): aiohttp's sock_read would re-arm a
-        # timer for every 64 KiB segment, a fifth of the CPU of a long download.
+        self._storage_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=connect, sock_read=timeout
+        )
+        # Downloads time out per 1 MiB chunk (see _send_download): aiohttp's sock_read would
+        # re-arm a timer for every 64 KiB segment, a fifth of the CPU of a long download.
         self._read_timeout = timeout
-        self._download_timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect)
+        self._download_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout, sock_connect=connect
+        )
         # Built once: aiohttp takes a CIMultiDict as is instead of converting a dict per call.
         self._headers = CIMultiDict(
             {
@@ -198,6 +144,7 @@ class HTTPClient:
             }
         )
         self._json_headers = CIMultiDict(self._headers, **{"Content-Type": "application/json"})
+        self._storage_headers = CIMultiDict({"User-Agent": USER_AGENT})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -209,20 +156,134 @@ class HTTPClient:
     def session(self) -> aiohttp.ClientSession:
         """The session, created on first use inside the running loop."""
         if self._closed:
-            raise RuntimeError("this PrismClient is closed; create a new one")
+            raise ClientClosedError("this PrismClient is closed; create a new one")
         if self._session is None:
             asyncio.get_running_loop()  # an aiohttp session belongs to a running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections)
+                connector=aiohttp.TCPConnector(limit=2 * self._max_connections)
             )
         return self._session
 
     async def aclose(self) -> None:
-        """Close the owned session (a borrowed one is left open). Idempotent."""
+        """Refuse new requests, end queued ones, close an owned session. Idempotent."""
         self._closed = True
+        self._slots.close()
+        self._storage_slots.close()
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+
+    # -- the one path --------------------------------------------------------------------------
+
+    def _what(self, method: str, url: URL) -> str:
+        """``GET /api/generations/gen_1`` for the API, a redacted URL for storage."""
+        if url.origin() == self._origin:
+            return f"{method} {url.raw_path}"
+        return f"{method} {_redact(url)}"
+
+    async def _call(
+        self,
+        slots: Slots,
+        attempt: Callable[..., Awaitable[T]],
+        method: str,
+        url: URL,
+        *args: Any,
+        retries: bool = True,
+    ) -> T:
+        """Take a slot, run ``attempt(method, url, *args, number)``, retry what may be retried."""
+        if self._closed:
+            raise ClientClosedError("this PrismClient is closed; create a new one")
+        if not slots.try_acquire():  # first of all: a queued call holds nothing else
+            await slots.acquire()
+        try:
+            try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
+                return await attempt(method, url, *args, 1)
+            except PrismError as exc:
+                first = exc
+            if not retries:
+                raise first
+            return await resume_with_retries(
+                first,
+                functools.partial(attempt, method, url, *args),
+                idempotent=method in _IDEMPOTENT,
+                policy=self._retry,
+                what=self._what(method, url),
+            )
+        finally:
+            slots.release()
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        data: Any,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+        read: Reader,
+        number: int,
+        guard: AbstractAsyncContextManager[Any] = _NO_GUARD,
+    ) -> Any:
+        """Send one attempt and return ``read(response)`` of a 2xx answer; raise anything else."""
+        session = self._session
+        if session is None:
+            session = self.session()
+        debug = logger.isEnabledFor(logging.DEBUG)
+        started = time.monotonic() if debug else 0.0
+        failure: PrismError | None = None
+        result: Any = None
+        status: int | None = None
+        try:
+            async with guard:
+                response = await session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+                try:
+                    status = response.status
+                    if status < 300:
+                        result = await read(response)
+                    else:
+                        content = await response.read()
+                        failure = error_from_response(status, response.headers, content)
+                finally:
+                    response.release()
+        except TRANSLATED as exc:
+            failure = translate(exc, self._what(method, url))
+        except PrismError as exc:
+            failure = exc
+        except RuntimeError:  # aiohttp's "Session is closed": a borrowed session closed under us
+            if not session.closed:
+                raise
+            failure = ClientClosedError(f"{self._what(method, url)}: the aiohttp session is closed")
+        except asyncio.CancelledError as exc:
+            if method not in _IDEMPOTENT:
+                self._cancelled_in_flight(exc, method, url)
+            raise
+        if debug:
+            what, elapsed = self._what(method, url), time.monotonic() - started
+            if failure is None or isinstance(failure, APIStatusError):
+                logger.debug("%s -> %s in %.3fs (attempt %d)", what, status, elapsed, number)
+            else:
+                logger.debug(
+                    "%s failed after %.3fs (attempt %d): %s", what, elapsed, number, failure
+                )
+        if failure is None:
+            return result
+        raise failure
+
+    def _cancelled_in_flight(self, exc: BaseException, method: str, url: URL) -> None:
+        """A paid request cancelled after it started may have been queued: leave a trace."""
+        what = self._what(method, url)
+        message = (
+            f"{what} was cancelled in flight: the server may have received it "
+            "(a paid request may have been queued and charged)"
+        )
+        logger.warning("%s", message)
+        exc.add_note(message)
 
     # -- API requests ------------------------------------------------------------------------
 
@@ -235,6 +296,7 @@ class HTTPClient:
         params: Mapping[str, str] | None = None,
         fields: Mapping[str, str] | None = None,
         files: Sequence[MultipartFile] = (),
+        retries: bool = True,
     ) -> Any:
         """Send one API request and return its parsed JSON body.
 
@@ -245,47 +307,33 @@ class HTTPClient:
             params: query parameters.
             fields: multipart form fields (with ``files``).
             files: multipart files, opened anew for every attempt.
+            retries: False for exactly one attempt (a wait's status request: the wait's own
+                backoff spaces its attempts).
 
         Raises:
             APIStatusError: a non-2xx answer (subclass by status and code).
             APIConnectionError: no answer; see ``maybe_sent``.
             ResponseValidationError: a 2xx body that is not JSON.
+            ClientClosedError: the client is closed.
         """
-        if not self._slots.try_acquire():  # first of all: a queued call holds nothing else
-            await self._slots.acquire()
-        try:
-            url = _api_url(self._base, path)
-            if params:
-                url = url.with_query(params)
-            body: Any = None
-            headers = self._headers
-            send = self._send_api
-            if json_body is not None:
-                body = json.dumps(json_body, separators=(",", ":")).encode()
-                headers = self._json_headers
-            elif files or fields:
-                body, send = (fields or {}, files), self._send_form
-            try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
-                return await send(method, url, body, headers, 1)
-            except PrismError as exc:
-                return await retry_after_failure(
-                    exc,
-                    functools.partial(send, method, url, body, headers),
-                    idempotent=method in _IDEMPOTENT,
-                    policy=self._retry,
-                    what=_describe(method, url),
-                )
-        finally:
-            self._slots.release()
+        url = _api_url(self._base, path)
+        if params:
+            url = url.with_query(params)
+        # A paid POST's answer is read so that ids survive a body cut short.
+        read = read_json if method in _IDEMPOTENT else read_json_keeping_partial
+        if files or fields:
+            form = (fields or {}, files)
+            return await self._call(self._slots, self._send_form, method, url, form, read)
+        headers, data = self._headers, None
+        if json_body is not None:
+            headers = self._json_headers
+            data = json.dumps(json_body, separators=(",", ":")).encode()
+        timeout = self._api_timeout
+        return await self._call(
+            self._slots, self._send, method, url, data, headers, timeout, read, retries=retries
+        )
 
-    async def _send_form(
-        self,
-        method: str,
-        url: URL,
-        data: Any,
-        headers: Mapping[str, str],
-        number: int,
-    ) -> Any:
+    async def _send_form(self, method: str, url: URL, data: Any, read: Reader, number: int) -> Any:
         """Send a multipart body, ``data = (fields, files)``; files are opened per attempt."""
         fields, files = data
         with ExitStack() as stack:
@@ -295,52 +343,9 @@ class HTTPClient:
             for name, path, content_type in files:
                 handle: IO[bytes] = stack.enter_context(path.open("rb"))
                 form.add_field(name, handle, filename=path.name, content_type=content_type)
-            return await self._send_api(method, url, form, headers, number)
-
-    async def _send_api(
-        self, method: str, url: URL, data: Any, headers: Mapping[str, str], number: int
-    ) -> Any:
-        session = self._session
-        if session is None:
-            session = self.session()
-        debug = logger.isEnabledFor(logging.DEBUG)
-        started = time.monotonic() if debug else 0.0
-        try:
-            async with session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=self._api_timeout,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                body = await response.read()
-                response_headers = response.headers
-        except _TRANSLATED as exc:
-            what = _describe(method, url)
-            logger.debug(
-                "%s failed after %.3fs (attempt %d): %s",
-                what,
-                time.monotonic() - started,
-                number,
-                type(exc).__name__,
+            return await self._send(
+                method, url, form, self._headers, self._api_timeout, read, number
             )
-            raise _translate(exc, what) from exc
-        if debug:
-            elapsed = time.monotonic() - started
-            logger.debug(
-                "%s -> %d in %.3fs (attempt %d)", _describe(method, url), status, elapsed, number
-            )
-        if status >= 300:
-            raise error_from_response(status, response_headers, body)
-        try:  # JSON is UTF-8 (RFC 8259); decoding first skips json's encoding sniffing
-            return json.loads(body.decode())
-        except ValueError as exc:
-            text = body.decode("utf-8", "replace")
-            raise ResponseValidationError(
-                f"{_describe(method, url)}: the {status} response is not JSON", body=text
-            ) from exc
 
     # -- storage transfers (presigned URLs: never the API key) -------------------------------
 
@@ -364,36 +369,22 @@ class HTTPClient:
 
         ``body`` is called once per attempt, so a retry re-reads the source from its start.
         """
-        target = self._storage_url(url)
-        what = f"PUT {_redact(target)}"
-        headers = {
-            "Content-Type": content_type,
-            "Content-Length": str(size),
-            "User-Agent": USER_AGENT,
-        }
+        headers = CIMultiDict(
+            self._storage_headers, **{"Content-Type": content_type, "Content-Length": str(size)}
+        )
+        await self._call(
+            self._storage_slots, self._send_put, "PUT", self._storage_url(url), body, headers
+        )
 
-        async def attempt(number: int) -> None:
-            session = self.session()
-            started = time.monotonic()
-            try:
-                async with session.put(
-                    target,
-                    data=body(),
-                    headers=headers,
-                    timeout=self._storage_timeout,
-                    allow_redirects=False,
-                ) as response:
-                    status, content = response.status, await response.read()
-                    response_headers = response.headers
-            except _TRANSLATED as exc:
-                raise _translate(exc, what) from exc
-            logger.debug(
-                "%s -> %d in %.3fs (attempt %d)", what, status, time.monotonic() - started, number
-            )
-            if status >= 300:
-                raise error_from_response(status, response_headers, content)
-
-        return await call_with_retries(attempt, idempotent=True, policy=self._retry, what=what)
+    async def _send_put(
+        self,
+        method: str,
+        url: URL,
+        body: Callable[[], AsyncIterator[bytes] | bytes],
+        headers: Mapping[str, str],
+        number: int,
+    ) -> None:
+        await self._send(method, url, body(), headers, self._storage_timeout, discard, number)
 
     async def download(
         self, url: str, destination: Path, *, on_progress: ProgressCallback | None = None
@@ -404,46 +395,47 @@ class HTTPClient:
             The number of bytes written.
         """
         target = self._storage_url(url)
-        what = f"GET {_redact(target)}"
+        written: int = await self._call(
+            self._storage_slots, self._send_download, "GET", target, destination, on_progress
+        )
+        return written
 
-        async def attempt(number: int) -> int:
-            session = self.session()
-            started = time.monotonic()
-            try:
-                async with asyncio.timeout(self._read_timeout):  # until the headers are in
-                    response = await session.get(
-                        target, headers={"User-Agent": USER_AGENT}, timeout=self._download_timeout
-                    )
-                try:
-                    if response.status >= 300:
-                        async with asyncio.timeout(self._read_timeout):
-                            content = await response.read()
-                        raise error_from_response(response.status, response.headers, content)
-                    total = response.content_length
-                    written = 0
-                    loop = asyncio.get_running_loop()
-                    with destination.open("wb") as handle:
-                        async with asyncio.timeout(self._read_timeout) as stall:
-                            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                                await asyncio.to_thread(handle.write, chunk)
-                                written += len(chunk)
-                                if on_progress is not None:
-                                    await notify_progress(on_progress, written, total)
-                                stall.reschedule(loop.time() + self._read_timeout)
-                finally:
-                    response.release()
-            except _TRANSLATED as exc:
-                raise _translate(exc, what) from exc
-            logger.debug(
-                "%s -> %d bytes in %.3fs (attempt %d)",
-                what,
-                written,
-                time.monotonic() - started,
+    async def _send_download(
+        self,
+        method: str,
+        url: URL,
+        destination: Path,
+        on_progress: ProgressCallback | None,
+        number: int,
+    ) -> int:
+        # One deadline, pushed back by every chunk written: it bounds the wait for the headers
+        # (or an error body), then each stall of the body.
+        stall = asyncio.timeout(self._read_timeout)
+        with destination.open("wb") as handle:
+
+            async def write(response: aiohttp.ClientResponse) -> int:
+                total = response.content_length
+                written = 0
+                loop = asyncio.get_running_loop()
+                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                    await asyncio.to_thread(handle.write, chunk)
+                    written += len(chunk)
+                    if on_progress is not None:
+                        await notify_progress(on_progress, written, total)
+                    stall.reschedule(loop.time() + self._read_timeout)
+                return written
+
+            result: int = await self._send(
+                method,
+                url,
+                None,
+                self._storage_headers,
+                self._download_timeout,
+                write,
                 number,
+                guard=stall,
             )
-            return written
-
-        return await call_with_retries(attempt, idempotent=True, policy=self._retry, what=what)
+            return result
 
 
 async def notify_progress(callback: ProgressCallback, done: int, total: int | None) -> None:

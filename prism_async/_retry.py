@@ -11,8 +11,8 @@ Which failures are retried (the matrix in design.md):
 * a ``Retry-After`` header replaces the backoff, up to ``max_retry_after``; a longer one ends
   the retries at once.
 
-The first attempt runs outside tenacity (the success path stays lean); tenacity takes over
-only once a retryable failure has happened.
+The HTTP layer runs the first attempt itself (the success path stays lean) and hands a
+retryable failure to :func:`resume_with_retries`, where tenacity takes over.
 """
 
 from __future__ import annotations
@@ -25,15 +25,9 @@ from typing import TypeVar
 import tenacity
 from attrs import field, frozen, validators
 
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    FreeTierPausedError,
-    PrismError,
-    parse_retry_after,
-)
+from ._errors import APIConnectionError, APIStatusError, FreeTierPausedError, PrismError
 
-__all__ = ["RetryPolicy", "call_with_retries", "retry_after_failure", "should_retry"]
+__all__ = ["RetryPolicy", "resume_with_retries", "should_retry"]
 
 logger = logging.getLogger("prism_async")
 
@@ -51,7 +45,9 @@ class RetryPolicy:
         max_retries: retries after the first attempt; ``0`` disables retries.
         initial: first backoff, in seconds; it doubles on each retry.
         max_wait: longest backoff between two attempts, in seconds.
-        jitter: randomise each backoff (full jitter) so clients do not retry in step.
+        jitter: whether to randomise each backoff ("full jitter": a random wait between 0 and
+            the backoff) so clients do not retry in step. (``PollPolicy.jitter`` is different:
+            a fraction by which each poll delay is spread.)
         max_retry_after: longest ``Retry-After`` obeyed; a longer one raises at once.
     """
 
@@ -63,12 +59,7 @@ class RetryPolicy:
 
 
 def _server_delay(exc: BaseException) -> float | None:
-    if isinstance(exc, APIStatusError):
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is None:
-            retry_after = parse_retry_after(exc.headers.get("Retry-After"))
-        return retry_after
-    return None
+    return exc.retry_after if isinstance(exc, APIStatusError) else None
 
 
 def should_retry(exc: BaseException, *, idempotent: bool, policy: RetryPolicy) -> bool:
@@ -112,33 +103,7 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def call_with_retries(
-    attempt: Callable[[int], Awaitable[T]],
-    *,
-    idempotent: bool,
-    policy: RetryPolicy,
-    what: str,
-) -> T:
-    """Run ``attempt(1)``; if it fails retryably, hand over to tenacity for the next attempts.
-
-    The first attempt runs outside tenacity, so a request that succeeds at once costs no more
-    than a bare call.
-
-    Args:
-        attempt: sends the request once; receives the attempt number (for logging).
-        idempotent: whether the request may safely be sent twice.
-        policy: the retry policy.
-        what: ``"METHOD /path"`` for log lines (never a URL with credentials).
-    """
-    try:
-        return await attempt(1)
-    except PrismError as exc:
-        return await retry_after_failure(
-            exc, attempt, idempotent=idempotent, policy=policy, what=what
-        )
-
-
-async def retry_after_failure(
+async def resume_with_retries(
     first: PrismError,
     attempt: Callable[[int], Awaitable[T]],
     *,
@@ -146,7 +111,15 @@ async def retry_after_failure(
     policy: RetryPolicy,
     what: str,
 ) -> T:
-    """After attempt 1 failed with ``first``: re-raise it, or retry under tenacity."""
+    """After attempt 1 failed with ``first``: re-raise it, or retry under tenacity.
+
+    Args:
+        first: the failure of attempt 1.
+        attempt: sends the request once; receives the attempt number (for logging).
+        idempotent: whether the request may safely be sent twice.
+        policy: the retry policy.
+        what: ``"METHOD /path"`` for log lines (never a URL with credentials).
+    """
     if policy.max_retries == 0 or not should_retry(first, idempotent=idempotent, policy=policy):
         raise first
     replay: list[PrismError] = [first]

@@ -135,3 +135,31 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def reachable_from(exc: BaseException) -> list[object]:
+    """Everything an exception holds: its cause/context chain, args, notes and attributes."""
+    seen: dict[int, object] = {}
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen or item is None:
+            continue
+        seen[id(item)] = item
+        if isinstance(item, BaseException):
+            todo += [item.__cause__, item.__context__, *item.args]
+            todo += getattr(item, "__notes__", [])
+            todo += list(vars(item).values())
+        elif isinstance(item, dict):
+            todo += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple | set | frozenset):
+            todo += list(item)
+    return list(seen.values())
+
+
+def assert_key_free(exc: BaseException, key: str = KEY) -> None:
+    """No exception in ``exc``'s chain, nor anything it holds, shows the API key in its repr."""
+    for item in reachable_from(exc):
+        assert key not in repr(item), f"the key is reachable from {type(exc).__name__}: {item!r}"
+        if isinstance(item, BaseException):
+            assert key not in str(item)

@@ -23,7 +23,8 @@ from prism_async import (
     RetryPolicy,
     _retry,
 )
-from prism_async._http import HTTPClient, _translate, quote_segment
+from prism_async._http import HTTPClient, quote_segment
+from prism_async._responses import translate as _translate
 from tests import samples
 from tests.conftest import KEY, NO_WAIT, free_port
 
@@ -81,13 +82,13 @@ async def test_connection_refused_is_not_sent_and_post_is_retried(
 ) -> None:
     """Refused connections give maybe_sent=False, and even a paid POST is retried then."""
     attempts: list[int] = []
-    original = HTTPClient._send_api
+    original = HTTPClient._send
 
     async def counting(self: HTTPClient, *args: Any) -> Any:
         attempts.append(args[-1])
         return await original(self, *args)
 
-    monkeypatch.setattr(HTTPClient, "_send_api", counting)
+    monkeypatch.setattr(HTTPClient, "_send", counting)
     base = f"http://127.0.0.1:{free_port()}/api"
     async with PrismClient(KEY, base_url=base, retry=NO_WAIT) as prism:
         with pytest.raises(APIConnectionError) as info:
@@ -299,9 +300,9 @@ def test_quote_segment() -> None:
 
 async def test_slots_bound_calls_in_flight_and_hand_over_in_order() -> None:
     """The slot queue is FIFO, hands slots over directly, and survives cancelled waiters."""
-    from prism_async._http import _Slots
+    from prism_async._slots import Slots
 
-    slots = _Slots(1)
+    slots = Slots(1)
     assert slots.try_acquire()
     assert not slots.try_acquire()
     order: list[str] = []
@@ -350,9 +351,9 @@ async def test_api_calls_in_flight_never_exceed_max_connections(serve: Serve) ->
 
 async def test_slots_survive_a_release_between_cancel_and_wakeup() -> None:
     """A waiter cancelled and then skipped by release() still just raises CancelledError."""
-    from prism_async._http import _Slots
+    from prism_async._slots import Slots
 
-    slots = _Slots(1)
+    slots = Slots(1)
     assert slots.try_acquire()
     waiting = asyncio.create_task(slots.acquire())
     await asyncio.sleep(0)
@@ -360,4 +361,20 @@ async def test_slots_survive_a_release_between_cancel_and_wakeup() -> None:
     slots.release()  # skips the cancelled waiter and frees the slot
     with pytest.raises(asyncio.CancelledError):
         await waiting
+    assert slots.try_acquire()
+
+
+async def test_closing_the_slots_ends_queued_calls() -> None:
+    """Calls queued for a slot when the client closes end with ClientClosedError."""
+    from prism_async import ClientClosedError
+    from prism_async._slots import Slots
+
+    slots = Slots(1)
+    assert slots.try_acquire()
+    queued = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    slots.close()
+    with pytest.raises(ClientClosedError):
+        await queued
+    slots.release()
     assert slots.try_acquire()

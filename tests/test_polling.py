@@ -26,7 +26,7 @@ from prism_async import (
     TemplateGeneration,
     TemplateGenerationBatch,
     WaitTimeoutError,
-    polling,
+    _waiter,
     wait_for_generation,
 )
 from tests import samples
@@ -60,7 +60,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(seconds)
         await asyncio.sleep(0)
 
-    monkeypatch.setattr(polling, "_sleep", fake_sleep)
+    monkeypatch.setattr(_waiter, "_sleep", fake_sleep)
     return recorded
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .._converters import structure, structure_data, unstructure
-from .._errors import GenerationFailedError, InvalidRequestError, PermissionDeniedError
+from .._errors import (
+    GenerationFailedError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    PrismError,
+)
 from .._http import ProgressCallback
 from .._validation import (
     ASPECT_RATIOS,
@@ -27,11 +34,14 @@ from ..models.requests import CreateGenerationRequest
 from ..polling import OnUpdate, wait_for_generations
 from ._base import Resource
 
-__all__ = ["Generations"]
+__all__ = ["Generations", "OnQueued"]
 
 logger = logging.getLogger("prism_async")
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+OnQueued = Callable[[GenerationBatch], object] | Callable[[GenerationBatch], Awaitable[object]]
+"""``on_queued``: a plain or async callable receiving the batch as soon as it is queued."""
 
 
 def _prepare_destination(
@@ -95,7 +105,9 @@ class Generations(Resource):
         Raises:
             InvalidRequestError: bad input, before anything is sent.
             APIStatusError: e.g. ``InsufficientCreditsError``, ``PricingError``.
-            APIConnectionError: no answer; ``maybe_sent`` says whether it may have been queued.
+            APIConnectionError: no answer.
+            PrismError: any of them: ``maybe_sent`` says whether videos may have been queued
+                (and charged), ``generation_ids`` names them when the answer showed them.
         """
         if has_audio is not None and not isinstance(has_audio, bool):
             raise InvalidRequestError("has_audio", "must be True or False")
@@ -126,30 +138,50 @@ class Generations(Resource):
         *,
         timeout: float | None = None,
         on_update: OnUpdate | None = None,
+        on_queued: OnQueued | None = None,
         **create_args: Any,
     ) -> list[Generation]:
         """Queue generations like :meth:`create`, then wait for all of them.
 
+        Once the POST has succeeded, no ending loses the ids: whatever ends the call (a failed
+        generation, a timeout, ``asyncio.wait_for`` or any other cancellation) is logged at
+        WARNING with the ids, and the exception's notes list them. A :class:`PrismError` also
+        gets ``maybe_sent=True`` and ``generation_ids``.
+
         Args:
             timeout: seconds each wait may take; defaults to the client's poll policy.
             on_update: called with each Generation whenever its status changes; may be async.
+            on_queued: called with the :class:`GenerationBatch` as soon as it is queued, before
+                waiting starts (to record the ids); may be async.
             **create_args: the keyword arguments of :meth:`create`.
 
         Returns:
             The completed generations, in the order they were queued.
 
         Raises:
-            GenerationFailedError, WaitTimeoutError: as :func:`wait_for_generations`; the
-                exception's notes list every id of the batch, so none is lost.
+            GenerationFailedError, WaitTimeoutError: as :func:`wait_for_generations`.
         """
         batch = await self.create(**create_args)
-        logger.info("queued generations %s", ", ".join(batch.ids))
+        ids = ", ".join(batch.ids)
+        logger.info("queued generations %s", ids)
         try:
+            if on_queued is not None:
+                result = on_queued(batch)
+                if inspect.isawaitable(result):
+                    await result
             return await wait_for_generations(
                 self._client, batch.ids, timeout=timeout, on_update=on_update
             )
-        except Exception as exc:
-            exc.add_note(f"generations queued by this call: {', '.join(batch.ids)}")
+        except BaseException as exc:
+            logger.warning(
+                "create_and_wait ended by %s; generations queued by this call: %s",
+                type(exc).__name__,
+                ids,
+            )
+            exc.add_note(f"generations queued by this call: {ids}")
+            if isinstance(exc, PrismError):
+                exc.maybe_sent = True
+                exc.generation_ids = tuple(batch.ids)
             raise
 
     async def get(self, generation_id: str) -> Generation:
@@ -160,6 +192,11 @@ class Generations(Resource):
         """
         check_text("generation_id", generation_id)
         payload = await self._http.request("GET", ("generations", generation_id))
+        return structure(payload, Generation)
+
+    async def _get_once(self, generation_id: str) -> Generation:
+        """One status request, no retries: a wait's backoff spaces its requests."""
+        payload = await self._http.request("GET", ("generations", generation_id), retries=False)
         return structure(payload, Generation)
 
     async def download(

@@ -1,0 +1,293 @@
+"""The engine of the waits: PollPolicy, and one poll loop per generation.
+
+A wait is one poll loop built on tenacity: it retries on the *result* (the generation is not
+terminal yet) and on transient failures of the status request, with exponential backoff from
+``interval`` to ``max_interval`` and a little jitter so thousands of waits do not poll in
+lock-step. Each status request is a single attempt: the loop's backoff is the only spacing (a
+``Retry-After`` stretches it), so a struggling server sees one request per wait per delay. The
+wait's own deadline is an ``asyncio.timeout`` around the whole loop, so it fires on time even
+while a status request is in flight. A wait starts no background task: cancelling the task that
+awaits it stops its polling at once.
+
+The loop needs no client: a :class:`Waiter` gives it a single-attempt status fetch, the default
+policy and the webhook hub, and ends every running wait with :class:`ClientClosedError` when the
+client closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import tenacity
+from attrs import field, frozen, validators
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    ClientClosedError,
+    ResponseValidationError,
+    WaitTimeoutError,
+)
+from .models.generations import Generation
+from .models.templates import LatencyEstimate
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookHub
+
+__all__ = ["Fetch", "OnUpdate", "PollPolicy", "Waiter"]
+
+logger = logging.getLogger("prism_async")
+
+_non_negative = validators.ge(0.0)
+
+OnUpdate = Callable[[Generation], object] | Callable[[Generation], Awaitable[object]]
+"""``on_update``: a plain or async callable receiving the Generation when its status changes."""
+
+Fetch = Callable[[str], Awaitable[Generation]]
+"""One status request for a generation id: a single attempt, no retries of its own."""
+
+
+@frozen
+class PollPolicy:
+    """How a wait for a generation polls its status.
+
+    The first status request comes ``initial_delay`` seconds after the wait starts; then the
+    interval starts at ``interval`` and grows by ``multiplier`` up to ``max_interval``. Each
+    delay is spread by ``jitter`` (a fraction) so many waits do not poll in lock-step. A wait
+    gives up after ``timeout`` seconds.
+    """
+
+    initial_delay: float = field(default=5.0, converter=float, validator=_non_negative)
+    """Seconds before the first status request."""
+    interval: float = field(default=5.0, converter=float, validator=validators.gt(0.0))
+    """First interval between status requests, in seconds."""
+    max_interval: float = field(default=30.0, converter=float, validator=validators.gt(0.0))
+    """Longest interval between status requests, in seconds."""
+    multiplier: float = field(default=1.5, converter=float, validator=validators.ge(1.0))
+    """Growth of the interval after each status request."""
+    jitter: float = field(
+        default=0.1, converter=float, validator=[_non_negative, validators.le(1.0)]
+    )
+    """Random spread of each delay, as a fraction of it: 0.1 = +/-10%. (``RetryPolicy.jitter``
+    is different: a switch for "full jitter" between 0 and the backoff.)"""
+    timeout: float = field(default=900.0, converter=float, validator=validators.gt(0.0))
+    """Seconds before a wait raises ``WaitTimeoutError``."""
+
+    @classmethod
+    def from_latency_estimate(
+        cls, estimate: LatencyEstimate | None, base: PollPolicy | None = None
+    ) -> PollPolicy:
+        """A policy paced by the server's estimate: a steady ``typical / 6``, clamped to 10-30 s.
+
+        This is the cadence the API documentation recommends when a template submission returns
+        ``latency_estimate_sec``. Without a usable estimate, ``base`` (or the defaults) is
+        returned unchanged.
+        """
+        policy = base if base is not None else cls()
+        if estimate is None or estimate.typical is None or estimate.typical <= 0:
+            return policy
+        interval = min(30.0, max(10.0, estimate.typical / 6))
+        return attrs.evolve(policy, interval=interval, max_interval=interval, multiplier=1.0)
+
+    def delay(self, poll_number: int) -> float:
+        """The jittered delay after status request ``poll_number`` (1-based)."""
+        base = min(self.max_interval, self.interval * self.multiplier ** (poll_number - 1))
+        return self.jittered(base)
+
+    def jittered(self, seconds: float) -> float:
+        """``seconds`` spread by +/- ``jitter``."""
+        if not self.jitter:
+            return seconds
+        return seconds * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Failures of a status request that must not end a wait (the video may still be fine)."""
+    if isinstance(exc, APIConnectionError | ResponseValidationError):
+        return True
+    if isinstance(exc, APIStatusError):
+        return exc.status_code in (408, 429) or exc.status_code >= 500
+    return False
+
+
+def _not_terminal(generation: Generation) -> bool:
+    return not generation.is_done
+
+
+def _log_transient(state: tenacity.RetryCallState) -> None:
+    outcome = state.outcome
+    if outcome is not None and outcome.failed:
+        logger.debug("status request failed, the wait goes on: %s", outcome.exception())
+
+
+_RETRY = tenacity.retry_if_result(_not_terminal) | tenacity.retry_if_exception(_is_transient)
+
+
+class _PollWait(tenacity.wait.wait_base):
+    """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status)."""
+
+    def __init__(self, policy: PollPolicy) -> None:
+        self._policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        delay = self._policy.delay(retry_state.attempt_number)
+        outcome = retry_state.outcome
+        if outcome is not None and outcome.failed:
+            exc = outcome.exception()
+            if isinstance(exc, APIStatusError) and exc.retry_after is not None:
+                delay = max(delay, exc.retry_after)
+        return delay
+
+
+async def _sleep(seconds: float) -> None:
+    """The sleep between status requests (a seam for tests)."""
+    await asyncio.sleep(seconds)
+
+
+async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
+    """Sleep, unless a webhook says the generation is done: then poll at once to confirm."""
+    if not hint.is_set():
+        try:
+            async with asyncio.timeout(seconds):
+                await hint.wait()
+        except TimeoutError:
+            return
+    hint.clear()
+
+
+async def notify(on_update: OnUpdate | None, generation: Generation) -> None:
+    """Call ``on_update`` with ``generation``, awaiting it when it is async."""
+    if on_update is not None:
+        result = on_update(generation)
+        if inspect.isawaitable(result):
+            await result
+
+
+class Waiter:
+    """What the waits of one client share. :class:`~prism_async.PrismClient` makes one.
+
+    Args:
+        fetch: one status request (a single attempt: the wait's backoff spaces them).
+        policy: the client's default policy.
+        policy_given: whether the user chose that policy (a template batch's latency estimate
+            then does not replace it).
+        hub: the client's webhook hub, or None.
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        policy: PollPolicy,
+        *,
+        policy_given: bool,
+        hub: WebhookHub | None,
+    ) -> None:
+        self.fetch = fetch
+        self.policy = policy
+        self.policy_given = policy_given
+        self.hub = hub
+        self.closed = False
+        self._running: dict[asyncio.Task[Any], int] = {}  # task -> waits it is inside
+        self._closing: set[asyncio.Task[Any]] = set()  # cancelled by close()
+
+    def close(self) -> None:
+        """End every running wait with :class:`ClientClosedError`, and refuse new ones."""
+        self.closed = True
+        current = asyncio.current_task()
+        for task in self._running:
+            if task is not current and task not in self._closing and not task.done():
+                self._closing.add(task)
+                task.cancel()
+
+    async def wait(
+        self,
+        generation_id: str,
+        *,
+        timeout: float,
+        policy: PollPolicy,
+        on_update: OnUpdate | None,
+    ) -> Generation:
+        """Poll until the generation is completed or failed; return it either way.
+
+        Raises:
+            WaitTimeoutError: not done after ``timeout`` seconds.
+            ClientClosedError: the client was (or got) closed.
+        """
+        if self.closed:
+            raise ClientClosedError("this PrismClient is closed; create a new one")
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task under asyncio
+            raise RuntimeError("waits run inside an asyncio task")
+        cancelling = task.cancelling()
+        self._running[task] = self._running.get(task, 0) + 1
+        try:
+            return await self._poll(generation_id, timeout, policy, on_update)
+        except asyncio.CancelledError:
+            if task not in self._closing:
+                raise
+            self._closing.discard(task)
+            if task.uncancel() > cancelling:  # cancelled by its owner as well: that wins
+                raise
+        finally:
+            inside = self._running.pop(task) - 1
+            if inside:
+                self._running[task] = inside
+        # Reached only when close() cancelled the wait; raised here, outside the except block,
+        # so the error carries no context.
+        raise ClientClosedError(f"the client was closed while waiting for {generation_id}")
+
+    async def _poll(
+        self,
+        generation_id: str,
+        timeout: float,
+        policy: PollPolicy,
+        on_update: OnUpdate | None,
+    ) -> Generation:
+        last: Generation | None = None
+        fetch = self.fetch
+
+        async def poll_once() -> Generation:
+            nonlocal last
+            generation = await fetch(generation_id)
+            changed = last is None or last.status != generation.status
+            last = generation
+            if changed:
+                await notify(on_update, generation)
+            return generation
+
+        hub = self.hub
+        hint: asyncio.Event | None = None
+        sleep: Callable[[float], Awaitable[None]] = _sleep
+        if hub is not None:
+            hint = hub.subscribe(generation_id)
+            sleep = functools.partial(_sleep_or_hint, hint)
+            if hub.expects(generation_id):  # its webhook will come: poll only as a fallback
+                slow = max(hub.fallback_interval, policy.max_interval)
+                policy = attrs.evolve(policy, interval=slow, max_interval=slow, multiplier=1.0)
+        retrying = tenacity.AsyncRetrying(
+            retry=_RETRY,
+            wait=_PollWait(policy),
+            stop=tenacity.stop_never,
+            sleep=sleep,
+            before_sleep=_log_transient,
+            reraise=True,
+        )
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                await sleep(policy.jittered(policy.initial_delay))
+                return await retrying(poll_once)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+        finally:
+            if hub is not None and hint is not None:
+                hub.unsubscribe(generation_id, hint)
+        raise WaitTimeoutError(generation_id, timeout, last)
