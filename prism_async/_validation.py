@@ -1,16 +1,23 @@
-"""Checks on user input, run before anything is sent. Each failure names the field and why."""
+"""Checks on user input, run before anything is sent. Each failure names the field and why.
+
+The API's own rules (choices, ranges, formats) live in :mod:`._rules`, shared with the fake
+server; this module turns their reasons into :class:`InvalidRequestError` and adds the SDK's
+conveniences (``8`` for ``"8s"``, a lone string refused where a list is wanted).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
+from . import _rules
 from ._errors import InvalidRequestError
+from ._rules import ASPECT_RATIOS
 
 __all__ = [
     "ASPECT_RATIOS",
+    "check",
     "check_choice",
     "check_count",
     "check_http_url",
@@ -23,19 +30,19 @@ __all__ = [
     "optional_text",
 ]
 
-ASPECT_RATIOS = ("auto", "21:9", "16:9", "4:3", "1:1", "3:4", "9:16")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s?\s*$")
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def check(field: str, problem: str | None) -> None:
+    """Raise :class:`InvalidRequestError` for ``field`` when a rule found a ``problem``."""
+    if problem is not None:
+        raise InvalidRequestError(field, problem)
 
 
 def check_text(field: str, value: Any, *, max_length: int | None = None) -> str:
     """A required, non-blank string."""
-    if not isinstance(value, str):
-        raise InvalidRequestError(field, f"must be a string, not {type(value).__name__}")
-    if not value or value.isspace():
-        raise InvalidRequestError(field, "must not be empty")
-    if max_length is not None and len(value) > max_length:
-        raise InvalidRequestError(field, f"must be at most {max_length} characters")
-    return value
+    check(field, _rules.text_problem(value, max_length=max_length))
+    return str(value)
 
 
 def optional_text(field: str, value: Any, *, max_length: int | None = None) -> str | None:
@@ -47,51 +54,52 @@ def check_count(value: Any) -> int | None:
     """``count``: an integer from 1 to 4."""
     if value is None:
         return None
-    return check_int_range("count", value, 1, 4)
+    check("count", _rules.count_problem(value))
+    return int(value)
 
 
 def check_int_range(field: str, value: Any, low: int, high: int | None = None) -> int:
     """An integer within ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequestError(field, f"must be an integer, not {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
-        raise InvalidRequestError(field, f"must be {bounds}, got {value}")
-    return value
+    check(field, _rules.int_range_problem(value, low, high))
+    return int(value)
 
 
 def check_choice(field: str, value: Any, choices: Sequence[str]) -> str | None:
     """None, or one of ``choices``."""
     if value is None:
         return None
-    if value not in choices:
-        raise InvalidRequestError(field, f"must be one of {', '.join(choices)}; got {value!r}")
+    check(field, _rules.choice_problem(value, choices))
     return str(value)
 
 
 def normalize_duration(value: Any) -> str | None:
-    """``duration``: ``"8s"``, ``"8"`` or ``8`` become ``"8s"``."""
+    """``duration``: ``8``, ``8.0``, ``"8"`` and ``"8s"`` become ``"8s"``.
+
+    The result must then be whole, positive seconds of 1 to 3 digits: ``7.5`` or ``"0s"`` is
+    refused, as the API refuses it.
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InvalidRequestError("duration", "must be a number of seconds such as 8 or '8s'")
-    match = _DURATION.match(str(value))
-    if not match or float(match.group(1)) <= 0:
         raise InvalidRequestError(
-            "duration", f"must be a positive number of seconds such as '8s'; got {value!r}"
+            "duration", f"must be a number of seconds such as 8 or '8s', not {type(value).__name__}"
         )
-    number = float(match.group(1))
-    return f"{int(number) if number.is_integer() else number}s"
+    if isinstance(value, str):
+        text = value.strip()
+        wire = f"{text}s" if _NUMBER.fullmatch(text) else text
+    elif isinstance(value, float) and value.is_integer():
+        wire = f"{int(value)}s"
+    else:
+        wire = f"{value}s"
+    check("duration", _rules.duration_problem(wire))
+    return wire
 
 
 def check_http_url(field: str, value: Any) -> str | None:
     """None, or an absolute http(s) URL."""
     if value is None:
         return None
-    check_text(field, value)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequestError(field, f"must be an http(s) URL; got {value!r}")
+    check(field, _rules.http_url_problem(value))
     return str(value)
 
 
@@ -126,7 +134,5 @@ def check_query(field: str, value: Any, *, required: bool = False) -> str | None
     """A search query: at least 2 characters."""
     if value is None and not required:
         return None
-    text = check_text(field, value)
-    if len(text.strip()) < 2:
-        raise InvalidRequestError(field, "must be at least 2 characters")
-    return text
+    check(field, _rules.query_problem(value))
+    return str(value)

@@ -656,6 +656,9 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+_PAID_COMMANDS = frozenset({"generate", "template", "demo"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
@@ -670,6 +673,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def fail(code: int, message: str, exc: BaseException) -> int:
         print(f"prism-async: {message}", file=sys.stderr)
+        if isinstance(exc, PrismError) and exc.generation_ids:
+            print(
+                f"prism-async: generations queued: {', '.join(exc.generation_ids)}", file=sys.stderr
+            )
+        elif isinstance(exc, PrismError) and exc.maybe_sent and args.command in _PAID_COMMANDS:
+            print(
+                "prism-async: the request may have been queued (and charged): "
+                "check before submitting it again",
+                file=sys.stderr,
+            )
         if args.verbose:
             import traceback
 

@@ -188,6 +188,27 @@ def test_api_errors_exit_3_with_code_and_message(capsys: pytest.CaptureFixture[s
     assert main(["--api-key", "wrong", "--base-url", "http://127.0.0.1:9/api", "status", "g"]) == 3
 
 
+def test_an_ambiguous_paid_request_is_flagged(capsys: pytest.CaptureFixture[str]) -> None:
+    """A 502 on generate tells the user the request may have been queued, and insufficient
+    credits (a refusal) does not."""
+    with ThreadedFake() as fake:
+        done = threading.Event()
+
+        def on_the_fake(action: Any) -> None:
+            done.clear()
+            fake.call(lambda: (action(), done.set()))
+            assert done.wait(5)
+
+        on_the_fake(lambda: fake.server.inject("POST", "/api/generations", status=502))
+        assert main(fake.argv("generate", "A cat", "--model", "veo-3.1")) == 3
+        err = capsys.readouterr().err
+        assert "may have been queued" in err
+        assert "Traceback" not in err
+        on_the_fake(lambda: setattr(fake.server, "credits", 0))
+        assert main(fake.argv("generate", "A cat", "--model", "veo-3.1")) == 3
+        assert "may have been queued" not in capsys.readouterr().err
+
+
 def test_failed_generation_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A generation that fails while waited on gives exit 1 and its reason."""
     assert main(["--fake", "generate", "[fail] a cat", "--model", "veo-3.1", "--wait"]) == 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from .._validation import check_int_range
+from .. import _rules
+from .._rules import Paging
+from .._validation import check
 from ..models.common import Page
 
 if TYPE_CHECKING:
@@ -25,14 +27,20 @@ class Resource:
 
 
 def page_params(
-    limit: int | None, offset: int | None, max_limit: int, **extra: str | None
+    limit: int | None, offset: int | None, paging: Paging, **extra: str | None
 ) -> dict[str, str]:
-    """Query parameters of a listing, checked and with unset values left out."""
+    """Query parameters of a listing, checked and with unset values left out.
+
+    ``paging`` is the endpoint's :class:`~prism_async._rules.Paging`.
+    """
+    max_limit = paging.max_limit
     params = {key: value for key, value in extra.items() if value is not None}
     if limit is not None:
-        params["limit"] = str(check_int_range("limit", limit, 1, max_limit))
+        check("limit", _rules.int_range_problem(limit, 1, max_limit))
+        params["limit"] = str(limit)
     if offset is not None:
-        params["offset"] = str(check_int_range("offset", offset, 0))
+        check("offset", _rules.offset_problem(offset))
+        params["offset"] = str(offset)
     return params
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from .._converters import structure
+from .._rules import ASSET_PAGING, ASSET_SOURCES, ASSET_TYPES
 from .._validation import check_choice, check_query
 from ..models.assets import Asset
 from ..models.common import Page
 from ._base import Resource, page_params, paginate
 
 __all__ = ["Assets"]
-
-ASSET_TYPES = ("all", "image", "video")
-ASSET_SOURCES = ("all", "community", "history")
 
 
 class Assets(Resource):
@@ -25,7 +23,7 @@ class Assets(Resource):
         return page_params(
             limit,
             offset,
-            60,
+            ASSET_PAGING,
             q=check_query("q", q, required=True),
             type=check_choice("type", type, ASSET_TYPES),
             source=check_choice("source", source, ASSET_SOURCES),

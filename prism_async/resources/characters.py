@@ -8,10 +8,12 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from .. import _rules
 from .._converters import structure, structure_data, unstructure
 from .._errors import InvalidRequestError
 from .._http import MultipartFile
-from .._validation import check_query, check_text, optional_text
+from .._rules import CHARACTER_NAME_MAX, CHARACTER_PAGING
+from .._validation import check, check_query, check_text
 from ..models.characters import Character
 from ..models.common import Page
 from ..models.requests import CreateCharacterRequest
@@ -19,11 +21,10 @@ from ._base import Resource, page_params, paginate
 
 __all__ = ["Characters"]
 
-_MAX_IMAGES = 10
-
 
 def _is_url(image: object) -> bool:
-    return isinstance(image, str) and image.lower().startswith(("http://", "https://"))
+    """Whether ``image`` is meant as a URL (then it must be http(s)) rather than a path."""
+    return isinstance(image, str) and "://" in image
 
 
 def _image_files(images: Sequence[str | os.PathLike[str]]) -> builtins.list[MultipartFile]:
@@ -60,16 +61,17 @@ class Characters(Resource):
             name: 1 to 60 characters.
             images: all HTTP(S) image URLs (sent as JSON) or all local image files (sent as
                 multipart); a mix is refused.
-            description: up to 300 characters.
+            description: up to 300 characters (may be empty).
         """
-        check_text("name", name, max_length=60)
-        optional_text("description", description, max_length=300)
+        check_text("name", name, max_length=CHARACTER_NAME_MAX)
+        check("description", _rules.character_description_problem(description))
         if isinstance(images, str | bytes | os.PathLike) or not isinstance(images, Sequence):
             raise InvalidRequestError("images", "must be a list of image URLs or file paths")
-        if not 1 <= len(images) <= _MAX_IMAGES:
-            raise InvalidRequestError("images", f"must hold 1 to {_MAX_IMAGES} images")
+        check("images", _rules.character_images_problem(len(images)))
         urls = [_is_url(image) for image in images]
         if all(urls):
+            for index, image in enumerate(images):
+                check(f"images[{index}]", _rules.http_url_problem(image))
             body = CreateCharacterRequest(
                 name=name, images=[str(image) for image in images], description=description
             )
@@ -97,11 +99,11 @@ class Characters(Resource):
             limit: page size, 1 to 60 (server default 24).
             offset: index of the first character.
         """
-        params = page_params(limit, offset, 60, q=check_query("q", q))
+        params = page_params(limit, offset, CHARACTER_PAGING, q=check_query("q", q))
         payload = await self._http.request("GET", ("characters",), params=params)
         return structure(payload, Page[Character])
 
     def iter(self, *, q: str | None = None, limit: int | None = None) -> AsyncIterator[Character]:
         """Every character of every page (``limit`` is the page size, not a cap)."""
-        page_params(limit, None, 60, q=check_query("q", q))
+        page_params(limit, None, CHARACTER_PAGING, q=check_query("q", q))
         return paginate(lambda offset: self.list(q=q, limit=limit, offset=offset))

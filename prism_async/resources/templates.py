@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 from .._converters import structure, structure_data, unstructure
+from .._rules import TEMPLATE_PAGING
 from .._validation import check_http_url, check_query, check_str_map, check_text, optional_text
 from ..models.common import Page
 from ..models.requests import TemplateGenerateRequest
@@ -82,7 +83,7 @@ class Templates(Resource):
         params = page_params(
             limit,
             offset,
-            100,
+            TEMPLATE_PAGING,
             q=check_query("q", q),
             category=optional_text("category", category),
         )
@@ -103,7 +104,7 @@ class Templates(Resource):
         self, *, q: str | None = None, category: str | None = None, limit: int | None = None
     ) -> AsyncIterator[Template]:
         """Every template of every page (``limit`` is the page size, not a cap)."""
-        page_params(limit, None, 100, q=check_query("q", q))
+        page_params(limit, None, TEMPLATE_PAGING, q=check_query("q", q))
         return paginate(
             lambda offset: self.list(limit=limit, offset=offset, q=q, category=category)
         )

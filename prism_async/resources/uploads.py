@@ -12,35 +12,29 @@ from typing import IO, Any
 
 from attrs import frozen
 
+from .. import _rules
 from .._converters import structure, unstructure
 from .._errors import InvalidRequestError
 from .._http import CHUNK_SIZE, ProgressCallback, notify_progress
-from .._validation import check_text, optional_text
+from .._rules import UPLOAD_KINDS, UPLOAD_LIMITS
+from .._validation import check, optional_text
 from ..models.requests import PresignUploadRequest
 from ..models.uploads import PresignedUpload, UploadedFile
 from ._base import Resource
 
 __all__ = ["LIMITS", "UploadSource", "Uploads"]
 
-MB = 1024 * 1024
-LIMITS = {"image": 20 * MB, "video": 200 * MB, "audio": 50 * MB}
-"""Largest file per media kind, as documented."""
+LIMITS = UPLOAD_LIMITS
+"""Largest file per media kind, as documented (the shared :data:`._rules.UPLOAD_LIMITS`)."""
 
 UploadSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 """What ``uploads.upload`` accepts: a path, bytes, or a binary file object."""
 
 
-def _media_kind(field: str, content_type: str) -> str:
-    kind = content_type.split("/", 1)[0].strip().lower()
-    if kind not in LIMITS or "/" not in content_type:
-        raise InvalidRequestError(
-            field, f"must be an image/*, video/* or audio/* type; got {content_type!r}"
-        )
-    return kind
-
-
-def _human(size: int) -> str:
-    return f"{size / MB:.1f} MB" if size >= MB else f"{size} bytes"
+def _media_kind(field: str, content_type: object) -> str:
+    """``image``, ``video`` or ``audio``, or InvalidRequestError for any other type."""
+    check(field, _rules.content_type_problem(content_type))
+    return str(_rules.media_kind(content_type))
 
 
 @frozen
@@ -133,12 +127,12 @@ class Uploads(Resource):
         Args:
             content_type: the file's MIME type (image/*, video/* or audio/*).
             file_name: original file name, for bookkeeping only.
-            kind: ``upload`` for generic image, video or audio references.
+            kind: ``upload`` (the one documented value) for image, video or audio references.
         """
-        check_text("content_type", content_type)
         _media_kind("content_type", content_type)
+        check("kind", _rules.choice_problem(kind, UPLOAD_KINDS))
         body = PresignUploadRequest(
-            kind=check_text("kind", kind),
+            kind=kind,
             content_type=content_type,
             file_name=optional_text("file_name", file_name),
         )
@@ -176,7 +170,7 @@ class Uploads(Resource):
         Raises:
             InvalidRequestError: missing, empty or oversized file, or an unsupported type.
         """
-        resolved = await asyncio.to_thread(_resolve, source, max(LIMITS.values()))
+        resolved = await asyncio.to_thread(_resolve, source, max(UPLOAD_LIMITS.values()))
         name = optional_text("file_name", file_name) or resolved.file_name
         if content_type is None:
             if name is None:
@@ -188,23 +182,12 @@ class Uploads(Resource):
                 raise InvalidRequestError(
                     "content_type", f"cannot be guessed from {name!r}; pass content_type="
                 )
-        check_text("content_type", content_type)
         kind = _media_kind("content_type", content_type)
-        if resolved.size == 0:
-            raise InvalidRequestError("source", "the file is empty")
-        if resolved.size > LIMITS[kind]:
-            raise InvalidRequestError(
-                "source",
-                f"{_human(resolved.size)} is over the {kind} limit of {_human(LIMITS[kind])}",
-            )
+        check("source", _rules.size_problem(resolved.size, UPLOAD_LIMITS[kind], kind))
 
         presigned = await self.presign(content_type, file_name=name)
-        if presigned.max_bytes is not None and resolved.size > presigned.max_bytes:
-            raise InvalidRequestError(
-                "source",
-                f"{_human(resolved.size)} is over the upload limit of "
-                f"{_human(presigned.max_bytes)}",
-            )
+        if presigned.max_bytes is not None:
+            check("source", _rules.size_problem(resolved.size, presigned.max_bytes))
         put_type = presigned.content_type or content_type
 
         def body() -> AsyncIterator[bytes]:

@@ -14,10 +14,10 @@ demos against it, spend no credits, reach no network::
 """
 
 from ._data import MODEL_PRICES, TEMPLATE_PRICE
+from ._faults import Fault
 from ._server import (
     FakeGeneration,
     FakePrismServer,
-    Fault,
     RecordedRequest,
     StoredObject,
     WebhookDelivery,

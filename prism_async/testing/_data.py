@@ -16,8 +16,6 @@ MODEL_PRICES: dict[str, int] = {
 TEMPLATE_PRICE = 50
 """Credits per video generated from a template."""
 
-ASPECT_RATIOS = ("auto", "21:9", "16:9", "4:3", "1:1", "3:4", "9:16")
-
 TEMPLATES: list[dict[str, Any]] = [
     {
         "id": "abc123",

@@ -10,43 +10,33 @@ import hmac
 import json
 import mimetypes
 import random
-import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from attrs import define, field, frozen
+from attrs import define, frozen
 
-from ._data import (
-    ASPECT_RATIOS,
-    INVALID_TEMPLATES,
-    MODEL_PRICES,
-    TEMPLATE_PRICE,
-    TEMPLATES,
-    seed_assets,
-)
+from .. import _rules
+from .._rules import ASPECT_RATIOS, MB, UPLOAD_LIMITS, Paging
+from ._data import INVALID_TEMPLATES, MODEL_PRICES, TEMPLATE_PRICE, TEMPLATES, seed_assets
+from ._faults import Fault, Handler
 
 __all__ = [
     "FakeGeneration",
     "FakePrismServer",
-    "Fault",
     "RecordedRequest",
     "StoredObject",
     "WebhookDelivery",
 ]
 
-MB = 1024 * 1024
-UPLOAD_LIMITS = {"image": 20 * MB, "video": 200 * MB, "audio": 50 * MB}
 _KEY_FIELDS = ("startFrameKey", "endFrameKey", "sourceVideoKey", "audioKey")
 _KEY_LIST_FIELDS = ("ingredientImageKeys", "characterReferenceImageKeys", "referenceVideoKeys")
 _HISTORY_PREFIX = "users/user_fake/generations/"
-_DURATION = re.compile(r"^\d{1,3}s$")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @frozen
@@ -92,23 +82,6 @@ class WebhookDelivery:
 
 
 @define
-class Fault:
-    """A scripted misbehaviour for requests matching ``method`` and ``path`` (a glob)."""
-
-    method: str
-    path: str
-    status: int | None = None
-    body: Any = None
-    headers: dict[str, str] = field(factory=dict)
-    delay: float = 0.0
-    drop: bool = False
-    times: int = 1
-
-    def matches(self, method: str, path: str) -> bool:
-        return (self.method in ("*", method)) and fnmatch.fnmatchcase(path, self.path)
-
-
-@define
 class FakeGeneration:
     """A generation inside the fake, and the clock times that decide its status."""
 
@@ -142,6 +115,14 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": code, "message": message}, status=status)
 
 
+def _invalid(problems: Mapping[str, str | None]) -> web.Response | None:
+    """``400 validation_error`` for the first field a shared rule found a problem with."""
+    for name, problem in problems.items():
+        if problem is not None:
+            return _error(400, "validation_error", f"{name}: {problem}")
+    return None
+
+
 def _s3_error(status: int, code: str, message: str) -> web.Response:
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -157,18 +138,18 @@ def _iso(timestamp: float) -> str:
 
 
 def _page_params(
-    query: Mapping[str, str], default_limit: int, max_limit: int
+    query: Mapping[str, str], paging: Paging, **checks: str | None
 ) -> tuple[int, int] | web.Response:
+    """``(limit, offset)`` of a listing, or the 400 for them or for another failed check."""
     try:
-        limit = int(query.get("limit", default_limit))
+        limit = int(query.get("limit", paging.default_limit))
         offset = int(query.get("offset", 0))
     except ValueError:
         return _error(400, "validation_error", "limit and offset must be integers")
-    if not 1 <= limit <= max_limit:
-        return _error(400, "validation_error", f"limit must be between 1 and {max_limit}")
-    if offset < 0:
-        return _error(400, "validation_error", "offset must be 0 or more")
-    return limit, offset
+    checks["limit"] = _rules.limit_problem(limit, paging)
+    checks["offset"] = _rules.offset_problem(offset)
+    invalid = _invalid(checks)
+    return (limit, offset) if invalid is None else invalid
 
 
 def _page(items: list[dict[str, Any]], limit: int, offset: int) -> dict[str, Any]:
@@ -346,14 +327,28 @@ class FakePrismServer:
         delay: float = 0.0,
         drop: bool = False,
         times: int = 1,
+        processed: bool = False,
+        truncate: int | None = None,
+        raw: bytes | None = None,
     ) -> Fault:
         """Script the next ``times`` requests matching ``method`` and ``path`` (a glob).
 
-        They answer ``status`` with ``body`` (JSON unless bytes/str) and ``headers``, or wait
-        ``delay`` seconds first (then answer normally if no status is given), or have their
-        connection dropped without an answer (``drop=True``). Note that aiohttp clients resend
-        an idempotent request (GET, PUT) once by themselves when a kept-alive connection drops,
-        so script ``times=2`` to make one GET fail for them.
+        By default the server never acts on them: they answer ``status`` with ``body`` (JSON
+        unless bytes/str) and ``headers``, or have their connection closed without an answer
+        (``drop=True``), or get exactly the bytes ``raw`` (say, a proxy's garbage status line)
+        and a closed connection. ``delay`` seconds pass before any answer; with nothing else
+        given the request is then answered normally.
+
+        ``processed=True`` handles the request for real first (a create queues generations and
+        charges credits) and only then replaces, drops or garbles its answer: the server
+        acted, the answer was lost. ``truncate=n`` (which implies ``processed``) sends the
+        answer's status line and headers, with its full Content-Length, but only the first
+        ``n`` bytes of its body, then closes the connection (the client sees an incomplete
+        payload); it cuts the ``status`` answer instead when one is given. ``drop``,
+        ``truncate`` and ``raw`` exclude each other. Works on every route, API and storage.
+
+        Note that aiohttp clients resend an idempotent request (GET, PUT) once by themselves
+        when a kept-alive connection drops, so script ``times=2`` to make one GET fail for them.
         """
         fault = Fault(
             method=method.upper(),
@@ -364,6 +359,9 @@ class FakePrismServer:
             delay=delay,
             drop=drop,
             times=times,
+            processed=processed,
+            truncate=truncate,
+            raw=raw,
         )
         self._faults.append(fault)
         return fault
@@ -418,19 +416,7 @@ class FakePrismServer:
         fault.times -= 1
         if fault.times <= 0:
             self._faults.remove(fault)
-        if fault.delay:
-            await asyncio.sleep(fault.delay)
-        if fault.drop:
-            await request.read()
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError  # the connection is gone: nothing to answer
-        if fault.status is None:
-            return await handler(request)
-        if isinstance(fault.body, bytes | str):
-            return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
-        body = fault.body if fault.body is not None else {"error": "injected", "message": ""}
-        return web.json_response(body, status=fault.status, headers=fault.headers)
+        return await fault.apply(request, handler)
 
     # -- routes ------------------------------------------------------------------------------
 
@@ -517,7 +503,7 @@ class FakePrismServer:
             return _error(400, "pricing_error", f"No pricing found for model {model!r}")
         if self.free_tier_paused:
             return _error(503, "free_tier_paused", "Free tier generation is temporarily paused")
-        count = body.get("count", 1)
+        count = body.get("count") or 1
         cost = MODEL_PRICES[model] * count
         if self.credits < cost:
             return _error(402, "insufficient_credits", "Not enough credits")
@@ -561,24 +547,25 @@ class FakePrismServer:
         def invalid(message: str) -> web.Response:
             return _error(400, "validation_error", message)
 
-        prompt, model = body.get("prompt"), body.get("modelName")
-        if not isinstance(prompt, str) or not prompt.strip():
-            return invalid("prompt is required")
-        if not isinstance(model, str) or not model.strip():
-            return invalid("modelName is required")
-        ratio = body.get("aspectRatio")
-        if ratio is not None and ratio not in ASPECT_RATIOS:
-            return invalid(f"aspectRatio must be one of {', '.join(ASPECT_RATIOS)}")
-        duration = body.get("duration")
-        if duration is not None and (
-            not isinstance(duration, str) or not _DURATION.match(duration)
-        ):
-            return invalid("duration must look like '8s'")
+        def optional(name: str, problem: Callable[[Any], str | None]) -> str | None:
+            return None if body.get(name) is None else problem(body[name])
+
         count = body.get("count")
         if isinstance(count, float) and count.is_integer():
-            body["count"] = count = int(count)  # JSON has one number type: 2.0 is 2
-        if count is not None and (type(count) is not int or not 1 <= count <= 4):
-            return invalid("count must be an integer from 1 to 4")
+            body["count"] = int(count)  # JSON has one number type: 2.0 is 2
+        answer = _invalid(
+            {
+                "prompt": _rules.text_problem(body.get("prompt")),
+                "modelName": _rules.text_problem(body.get("modelName")),
+                "aspectRatio": optional(
+                    "aspectRatio", lambda value: _rules.choice_problem(value, ASPECT_RATIOS)
+                ),
+                "duration": optional("duration", _rules.duration_problem),
+                "count": optional("count", _rules.count_problem),
+            }
+        )
+        if answer is not None:
+            return answer
         if "hasAudio" in body and not isinstance(body["hasAudio"], bool):
             return invalid("hasAudio must be a boolean")
         for name in ("resolution", "templateId"):
@@ -635,10 +622,8 @@ class FakePrismServer:
         if template_id in INVALID_TEMPLATES:
             return _error(422, "invalid_template", "Template has invalid configuration")
         webhook_url = body.get("webhook_url")
-        if webhook_url is not None and (
-            not isinstance(webhook_url, str) or not webhook_url.startswith(("http://", "https://"))
-        ):
-            return _error(400, "validation_error", "webhook_url must be an http(s) URL")
+        if webhook_url is not None and (problem := _rules.http_url_problem(webhook_url)):
+            return _error(400, "validation_error", f"webhook_url: {problem}")
         characters = body.get("character_variables") or {}
         if not isinstance(characters, dict):
             return _error(400, "validation_error", "character_variables must be an object")
@@ -676,12 +661,12 @@ class FakePrismServer:
         )
 
     async def _list_templates(self, request: web.Request) -> web.Response:
-        paging = _page_params(request.query, 50, 100)
+        q = request.query.get("q")
+        paging = _page_params(
+            request.query, _rules.TEMPLATE_PAGING, q=None if q is None else _rules.query_problem(q)
+        )
         if isinstance(paging, web.Response):
             return paging
-        q = request.query.get("q")
-        if q is not None and len(q.strip()) < 2:
-            return _error(400, "validation_error", "q must be at least 2 characters")
         category = request.query.get("category")
         items = [
             t
@@ -707,11 +692,15 @@ class FakePrismServer:
         if isinstance(body, web.Response):
             return body
         kind, content_type = body.get("kind"), body.get("contentType")
-        if kind != "upload":
-            return _error(400, "validation_error", "kind must be 'upload'")
-        media = content_type.split("/", 1)[0] if isinstance(content_type, str) else ""
-        if media not in UPLOAD_LIMITS or "/" not in str(content_type):
-            return _error(400, "validation_error", "Unsupported contentType")
+        invalid = _invalid(
+            {
+                "kind": _rules.choice_problem(kind, _rules.UPLOAD_KINDS),
+                "contentType": _rules.content_type_problem(content_type),
+            }
+        )
+        if invalid is not None:
+            return invalid
+        media = str(_rules.media_kind(content_type))
         file_name = body.get("fileName")
         extension = mimetypes.guess_extension(str(content_type)) or ""
         key = (
@@ -835,30 +824,28 @@ class FakePrismServer:
     # -- characters and assets ---------------------------------------------------------------
 
     async def _create_character(self, request: web.Request) -> web.Response:
+        problems: dict[str, str | None] = {}
         if request.content_type.startswith("multipart/"):
-            name, description, images = None, None, 0
             form = await request.post()
-            name = form.get("name")
-            description = form.get("description")
-            for key in ("images", "images[]"):
-                images += sum(1 for item in form.getall(key, []) if hasattr(item, "file"))
+            name, description = form.get("name"), form.get("description")
+            files = [*form.getall("images", []), *form.getall("images[]", [])]
+            images = sum(1 for item in files if hasattr(item, "file"))
         else:
             body = await self._json_body(request)
             if isinstance(body, web.Response):
                 return body
             name, description = body.get("name"), body.get("description")
             urls = body.get("images")
-            if not isinstance(urls, list) or not all(
-                isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
-            ):
-                return _error(400, "validation_error", "images must be HTTP(S) image URLs")
+            if not isinstance(urls, list):
+                return _error(400, "validation_error", "images: must be a list of image URLs")
+            problems = {f"images[{i}]": _rules.http_url_problem(u) for i, u in enumerate(urls)}
             images = len(urls)
-        if not isinstance(name, str) or not 1 <= len(name.strip()) <= 60:
-            return _error(400, "validation_error", "name must be 1 to 60 characters")
-        if description is not None and (not isinstance(description, str) or len(description) > 300):
-            return _error(400, "validation_error", "description must be at most 300 characters")
-        if not 1 <= images <= 10:
-            return _error(400, "validation_error", "between 1 and 10 images are required")
+        problems["name"] = _rules.text_problem(name, max_length=_rules.CHARACTER_NAME_MAX)
+        problems["description"] = _rules.character_description_problem(description)
+        problems["images"] = _rules.character_images_problem(images)
+        invalid = _invalid(problems)
+        if invalid is not None:
+            return invalid
         character = {
             "id": str(uuid.uuid4()),
             "name": name,
@@ -869,12 +856,12 @@ class FakePrismServer:
         return web.json_response({"data": character}, status=201)
 
     async def _list_characters(self, request: web.Request) -> web.Response:
-        paging = _page_params(request.query, 24, 60)
+        q = request.query.get("q")
+        paging = _page_params(
+            request.query, _rules.CHARACTER_PAGING, q=None if q is None else _rules.query_problem(q)
+        )
         if isinstance(paging, web.Response):
             return paging
-        q = request.query.get("q")
-        if q is not None and len(q.strip()) < 2:
-            return _error(400, "validation_error", "q must be at least 2 characters")
         items = [
             c
             for c in self.characters
@@ -908,18 +895,18 @@ class FakePrismServer:
         return items
 
     async def _search_assets(self, request: web.Request) -> web.Response:
-        paging = _page_params(request.query, 24, 60)
-        if isinstance(paging, web.Response):
-            return paging
-        q = request.query.get("q")
-        if q is None or len(q.strip()) < 2:
-            return _error(400, "validation_error", "q is required (at least 2 characters)")
+        q = request.query.get("q", "")
         kind = request.query.get("type", "all")
         source = request.query.get("source", "all")
-        if kind not in ("all", "image", "video"):
-            return _error(400, "validation_error", "type must be all, image or video")
-        if source not in ("all", "community", "history"):
-            return _error(400, "validation_error", "source must be all, community or history")
+        paging = _page_params(
+            request.query,
+            _rules.ASSET_PAGING,
+            q=_rules.query_problem(request.query.get("q")),
+            type=_rules.choice_problem(kind, _rules.ASSET_TYPES),
+            source=_rules.choice_problem(source, _rules.ASSET_SOURCES),
+        )
+        if isinstance(paging, web.Response):
+            return paging
         items = [
             a
             for a in [*self.assets, *self._history_assets()]
