@@ -14,14 +14,13 @@ Authorization header and have slots of their own, so slow downloads never hold u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, ExitStack
+from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import quote
@@ -33,6 +32,7 @@ from yarl import URL
 from ._errors import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     ClientClosedError,
     PrismError,
     error_from_response,
@@ -69,7 +69,6 @@ MultipartFile = tuple[str, Path, str]
 ProgressCallback = Callable[[int, int | None], object]
 
 _PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-]+")
-_NO_GUARD: AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 
 def quote_segment(segment: str) -> str:
@@ -221,7 +220,6 @@ class HTTPClient:
         timeout: aiohttp.ClientTimeout,
         read: Reader,
         number: int,
-        guard: AbstractAsyncContextManager[Any] = _NO_GUARD,
     ) -> Any:
         """Send one attempt and return ``read(response)`` of a 2xx answer; raise anything else."""
         session = self._session
@@ -233,24 +231,23 @@ class HTTPClient:
         result: Any = None
         status: int | None = None
         try:
-            async with guard:
-                response = await session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
-                try:
-                    status = response.status
-                    if status < 300:
-                        result = await read(response)
-                    else:
-                        content = await response.read()
-                        failure = error_from_response(status, response.headers, content)
-                finally:
-                    response.release()
+            response = await session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+            try:
+                status = response.status
+                if status < 300:
+                    result = await read(response)
+                else:
+                    content = await response.read()
+                    failure = error_from_response(status, response.headers, content)
+            finally:
+                response.release()
         except TRANSLATED as exc:
             failure = translate(exc, self._what(method, url))
         except PrismError as exc:
@@ -411,31 +408,34 @@ class HTTPClient:
         # One deadline, pushed back by every chunk written: it bounds the wait for the headers
         # (or an error body), then each stall of the body.
         stall = asyncio.timeout(self._read_timeout)
+
+        async def write(response: aiohttp.ClientResponse) -> int:
+            total = response.content_length
+            written = 0
+            loop = asyncio.get_running_loop()
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                await asyncio.to_thread(handle.write, chunk)
+                written += len(chunk)
+                if on_progress is not None:
+                    await notify_progress(on_progress, written, total)
+                stall.reschedule(loop.time() + self._read_timeout)
+            return written
+
+        timeout = self._download_timeout
         with destination.open("wb") as handle:
-
-            async def write(response: aiohttp.ClientResponse) -> int:
-                total = response.content_length
-                written = 0
-                loop = asyncio.get_running_loop()
-                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                    await asyncio.to_thread(handle.write, chunk)
-                    written += len(chunk)
-                    if on_progress is not None:
-                        await notify_progress(on_progress, written, total)
-                    stall.reschedule(loop.time() + self._read_timeout)
-                return written
-
-            result: int = await self._send(
-                method,
-                url,
-                None,
-                self._storage_headers,
-                self._download_timeout,
-                write,
-                number,
-                guard=stall,
-            )
-            return result
+            try:
+                async with stall:
+                    written: int = await self._send(
+                        method, url, None, self._storage_headers, timeout, write, number
+                    )
+                    return written
+            except TimeoutError:
+                if not stall.expired():
+                    raise
+        raise APITimeoutError(
+            f"{self._what(method, url)}: the storage host sent nothing for {self._read_timeout:g}s",
+            maybe_sent=True,
+        )
 
 
 async def notify_progress(callback: ProgressCallback, done: int, total: int | None) -> None:

@@ -226,30 +226,6 @@ class Waiter:
         if task is None:  # pragma: no cover - always inside a task under asyncio
             raise RuntimeError("waits run inside an asyncio task")
         cancelling = task.cancelling()
-        self._running[task] = self._running.get(task, 0) + 1
-        try:
-            return await self._poll(generation_id, timeout, policy, on_update)
-        except asyncio.CancelledError:
-            if task not in self._closing:
-                raise
-            self._closing.discard(task)
-            if task.uncancel() > cancelling:  # cancelled by its owner as well: that wins
-                raise
-        finally:
-            inside = self._running.pop(task) - 1
-            if inside:
-                self._running[task] = inside
-        # Reached only when close() cancelled the wait; raised here, outside the except block,
-        # so the error carries no context.
-        raise ClientClosedError(f"the client was closed while waiting for {generation_id}")
-
-    async def _poll(
-        self,
-        generation_id: str,
-        timeout: float,
-        policy: PollPolicy,
-        on_update: OnUpdate | None,
-    ) -> Generation:
         last: Generation | None = None
         fetch = self.fetch
 
@@ -280,6 +256,7 @@ class Waiter:
             reraise=True,
         )
         deadline = asyncio.timeout(timeout)
+        self._running[task] = self._running.get(task, 0) + 1
         try:
             async with deadline:
                 await sleep(policy.jittered(policy.initial_delay))
@@ -287,7 +264,21 @@ class Waiter:
         except TimeoutError:
             if not deadline.expired():
                 raise
+            closed = False
+        except asyncio.CancelledError:
+            if task not in self._closing:
+                raise
+            self._closing.discard(task)
+            if task.uncancel() > cancelling:  # cancelled by its owner as well: that wins
+                raise
+            closed = True
         finally:
             if hub is not None and hint is not None:
                 hub.unsubscribe(generation_id, hint)
+            inside = self._running.pop(task) - 1
+            if inside:
+                self._running[task] = inside
+        # Raised here, outside the except blocks, so that the errors carry no context.
+        if closed:
+            raise ClientClosedError(f"the client was closed while waiting for {generation_id}")
         raise WaitTimeoutError(generation_id, timeout, last)

@@ -124,19 +124,22 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-def _start(coroutine: Any) -> asyncio.Task[Generation]:
-    task: asyncio.Task[Generation] = asyncio.create_task(coroutine)
-    task.add_done_callback(_retrieve)
-    return task
-
-
 async def _cancel_all(tasks: Iterable[asyncio.Task[Generation]]) -> None:
-    """Cancel what is still running and wait until it has really stopped."""
+    """Cancel what is still running, wait until it has really stopped, and retrieve every
+    outcome, so that asyncio never reports a "Task exception was never retrieved"."""
+    tasks = list(tasks)
     pending = [task for task in tasks if not task.done()]
     for task in pending:
         task.cancel()
-    if pending:
-        await asyncio.wait(pending)
+    try:
+        if pending:
+            await asyncio.wait(pending)
+    finally:
+        for task in tasks:
+            if task.done():
+                _retrieve(task)
+            else:  # cancelled again while waiting: retrieve whenever they end
+                task.add_done_callback(_retrieve)
 
 
 @overload
@@ -193,7 +196,7 @@ async def wait_for_generations(
     id_list, policy = _ids_and_policy(client._waiter, ids, poll)
     seconds = _check_timeout(timeout, policy)
     tasks = {
-        generation_id: _start(
+        generation_id: asyncio.create_task(
             wait_for_generation(
                 client, generation_id, timeout=seconds, poll=policy, on_update=on_update
             )
@@ -283,7 +286,9 @@ async def _as_completed(
     waiter: Waiter, ids: list[str], timeout: float, policy: PollPolicy
 ) -> AsyncGenerator[Generation, None]:
     tasks = [
-        _start(waiter.wait(generation_id, timeout=timeout, policy=policy, on_update=None))
+        asyncio.create_task(
+            waiter.wait(generation_id, timeout=timeout, policy=policy, on_update=None)
+        )
         for generation_id in ids
     ]
     try:

@@ -8,12 +8,14 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import aioresponses.core as aioresponses_core
 import pytest
 from aiohttp import ClientResponse, web
 from aioresponses import aioresponses
 
-from prism_async import PrismClient, RetryPolicy
+from prism_async import PrismClient, RetryPolicy, _waiter
+from prism_async.testing import FakePrismServer
 
 
 class _NoStreamWriter:
@@ -163,3 +165,49 @@ def assert_key_free(exc: BaseException, key: str = KEY) -> None:
         assert key not in repr(item), f"the key is reachable from {type(exc).__name__}: {item!r}"
         if isinstance(item, BaseException):
             assert key not in str(item)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A fake clock for waits: record every poll delay instead of sleeping it."""
+    recorded: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        recorded.append(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(_waiter, "_sleep", fake_sleep)
+    return recorded
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Everything the event loop's exception handler receives during the test."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: seen.append(context))
+    yield seen
+    loop.set_exception_handler(previous)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakePrismServer]:
+    """A started fake whose generations take 100 s of server clock (none finishes in a test)."""
+    async with FakePrismServer(generation_seconds=100.0) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def http(server: FakePrismServer) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session that sends the fake's API key on every request."""
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        yield session
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[aiohttp.ClientSession]:
+    """A session with no API key, as a storage client must be."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -43,28 +43,6 @@ async def no_noise(caplog: pytest.LogCaptureFixture) -> AsyncIterator[list[dict[
     assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[FakePrismServer]:
-    """A started fake whose generations take 100 s of server clock."""
-    async with FakePrismServer(generation_seconds=100.0) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http(server: FakePrismServer) -> AsyncIterator[aiohttp.ClientSession]:
-    """A session that sends the fake's API key on every request."""
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        yield session
-
-
-@pytest.fixture
-async def storage() -> AsyncIterator[aiohttp.ClientSession]:
-    """A session with no API key, as a storage client must be."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def create(http: aiohttp.ClientSession, server: FakePrismServer) -> tuple[int, Any]:
     """POST /api/generations; its status and JSON body."""
     async with http.post(f"{server.base_url}/generations", json=BODY) as response:

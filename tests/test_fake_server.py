@@ -71,21 +71,6 @@ CHARACTER_KEYS = {"id", "name", "description", "created_at"}
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakePrismServer]:
-    """A started fake whose generations take 100 s of server clock."""
-    async with FakePrismServer(generation_seconds=SECONDS) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def http(server: FakePrismServer) -> AsyncIterator[aiohttp.ClientSession]:
-    """A session that sends the fake's API key on every request."""
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        yield session
-
-
-@pytest.fixture
 async def raw() -> AsyncIterator[aiohttp.ClientSession]:
     """A session with no API key, as a storage client must be."""
     async with aiohttp.ClientSession() as session:

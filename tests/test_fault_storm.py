@@ -14,8 +14,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from prism_async import (
     GenerationBatch,
     PollPolicy,
@@ -78,16 +76,6 @@ def storage_fault(rng: random.Random) -> dict[str, Any]:
         {"truncate": rng.randint(0, 100_000)},
     ]
     return dict(rng.choice(kinds))
-
-
-@pytest.fixture
-async def loop_errors() -> Any:
-    loop = asyncio.get_running_loop()
-    seen: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: seen.append(context))
-    yield seen
-    loop.set_exception_handler(previous)
 
 
 async def test_every_paid_request_is_accounted_for_under_a_fault_storm(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -271,10 +270,10 @@ async def test_slow_downloads_do_not_starve_api_calls(serve: Serve, tmp_path: An
 # -- item 12: a paid POST cancelled in flight leaves a trace --------------------------------
 
 
-async def test_a_paid_post_cancelled_in_flight_is_logged(
-    raw_server: RawServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Cancelled after it left, a POST logs a WARNING (never the key) and notes the exception."""
+async def cancel_in_flight(
+    raw_server: RawServer, call: Callable[[PrismClient], Awaitable[Any]]
+) -> asyncio.CancelledError:
+    """Start ``call`` against a server that never answers, cancel it once it arrived."""
     arrived = asyncio.Event()
 
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -282,39 +281,35 @@ async def test_a_paid_post_cancelled_in_flight_is_logged(
         await asyncio.sleep(5)
 
     root, _ = await raw_server(stall)
-    caplog.set_level(logging.WARNING, logger="prism_async")
     async with PrismClient(KEY, base_url=f"{root}/api") as prism:
-        task = asyncio.create_task(create(prism))
+        task = asyncio.create_task(call(prism))
         await arrived.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError) as info:
             await task
+    return info.value
+
+
+async def test_a_paid_post_cancelled_in_flight_is_logged(
+    raw_server: RawServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled after it left, a POST logs a WARNING (never the key) and notes the exception."""
+    caplog.set_level(logging.WARNING, logger="prism_async")
+    cancelled = await cancel_in_flight(raw_server, create)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "POST /api/generations" in warnings[0].getMessage()
     assert "may have" in warnings[0].getMessage()
     assert KEY not in caplog.text
-    assert any("POST /api/generations" in note for note in info.value.__notes__)
+    assert any("POST /api/generations" in note for note in cancelled.__notes__)
 
 
 async def test_a_get_cancelled_in_flight_is_not_a_warning(
     raw_server: RawServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A cancelled status request costs nothing: no warning."""
-    arrived = asyncio.Event()
-
-    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        arrived.set()
-        await asyncio.sleep(5)
-
-    root, _ = await raw_server(stall)
     caplog.set_level(logging.DEBUG, logger="prism_async")
-    async with PrismClient(KEY, base_url=f"{root}/api") as prism:
-        task = asyncio.create_task(prism.generations.get("gen_1"))
-        await arrived.wait()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_in_flight(raw_server, lambda prism: prism.generations.get("gen_1"))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 

@@ -26,7 +26,6 @@ from prism_async import (
     TemplateGeneration,
     TemplateGenerationBatch,
     WaitTimeoutError,
-    _waiter,
     wait_for_generation,
 )
 from tests import samples
@@ -49,19 +48,6 @@ def status(generation_id: str, state: str, **extra: Any) -> dict[str, Any]:
 
 def url(generation_id: str) -> str:
     return f"{API}/generations/{generation_id}"
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """A fake clock: record every poll delay instead of sleeping it."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-        await asyncio.sleep(0)
-
-    monkeypatch.setattr(_waiter, "_sleep", fake_sleep)
-    return recorded
 
 
 @pytest.fixture

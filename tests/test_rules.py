@@ -28,25 +28,10 @@ Verdict = str | None
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakePrismServer]:
-    """A fake whose generations never finish during a test (so no webhook is ever sent)."""
-    async with FakePrismServer(generation_seconds=1000.0) as fake:
-        yield fake
-
-
-@pytest.fixture
 async def prism(server: FakePrismServer) -> AsyncIterator[PrismClient]:
     """The SDK, pointed at the fake."""
     async with PrismClient(server.api_key, base_url=server.base_url, retry=NO_WAIT) as client:
         yield client
-
-
-@pytest.fixture
-async def http(server: FakePrismServer) -> AsyncIterator[aiohttp.ClientSession]:
-    """A raw session that sends the fake's API key."""
-    headers = {"Authorization": f"Bearer {server.api_key}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        yield session
 
 
 async def sdk_verdict(server: FakePrismServer, call: Awaitable[Any]) -> Verdict:

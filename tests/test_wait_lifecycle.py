@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -29,7 +29,6 @@ from prism_async import (
     TemplateGeneration,
     TemplateGenerationBatch,
     WaitTimeoutError,
-    _waiter,
 )
 from tests import samples
 from tests.conftest import API, KEY, assert_key_free, calls_to
@@ -48,30 +47,6 @@ def status(generation_id: str, state: str) -> dict[str, Any]:
 
 def url(generation_id: str) -> str:
     return f"{API}/generations/{generation_id}"
-
-
-@pytest.fixture
-async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
-    """Everything the event loop's exception handler receives during the test."""
-    loop = asyncio.get_running_loop()
-    seen: list[dict[str, Any]] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _, context: seen.append(context))
-    yield seen
-    loop.set_exception_handler(previous)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record every poll delay instead of sleeping it."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-        await asyncio.sleep(0)
-
-    monkeypatch.setattr(_waiter, "_sleep", fake_sleep)
-    return recorded
 
 
 @pytest.fixture
