@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -284,7 +284,7 @@ class HTTPClient:
 
     # -- API requests ------------------------------------------------------------------------
 
-    async def request(
+    def request(
         self,
         method: str,
         path: tuple[str, ...],
@@ -294,8 +294,11 @@ class HTTPClient:
         fields: Mapping[str, str] | None = None,
         files: Sequence[MultipartFile] = (),
         retries: bool = True,
-    ) -> Any:
-        """Send one API request and return its parsed JSON body.
+    ) -> Coroutine[Any, Any, Any]:
+        """Send one API request; await it for the parsed JSON body.
+
+        A plain function returning :meth:`_call`'s coroutine: a call queued for a slot holds
+        that one frame, and a status poll resumes through one level less.
 
         Args:
             method: HTTP method.
@@ -320,13 +323,13 @@ class HTTPClient:
         read = read_json if method in _IDEMPOTENT else read_json_keeping_partial
         if files or fields:
             form = (fields or {}, files)
-            return await self._call(self._slots, self._send_form, method, url, form, read)
+            return self._call(self._slots, self._send_form, method, url, form, read)
         headers, data = self._headers, None
         if json_body is not None:
             headers = self._json_headers
             data = json.dumps(json_body, separators=(",", ":")).encode()
         timeout = self._api_timeout
-        return await self._call(
+        return self._call(
             self._slots, self._send, method, url, data, headers, timeout, read, retries=retries
         )
 
