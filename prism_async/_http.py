@@ -17,13 +17,11 @@ import asyncio
 import functools
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDict
@@ -40,6 +38,7 @@ from ._errors import (
 from ._responses import TRANSLATED, discard, read_json, read_json_keeping_partial, translate
 from ._retry import RetryPolicy, resume_with_retries
 from ._slots import Slots
+from ._urls import api_url, quote_segment, redact
 from ._version import __version__
 
 __all__ = [
@@ -67,29 +66,6 @@ MultipartFile = tuple[str, Path, str]
 """``(form field, local path, content type)`` of one file in a multipart body."""
 
 ProgressCallback = Callable[[int, int | None], object]
-
-_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_~-]+")
-
-
-def quote_segment(segment: str) -> str:
-    """Quote one path segment so it can never climb to another endpoint (``..``, ``/``, ``?``)."""
-    if _PLAIN_SEGMENT.fullmatch(segment):  # the usual id: nothing to quote
-        return segment
-    quoted = quote(segment, safe="")
-    if quoted in (".", ".."):
-        quoted = quoted.replace(".", "%2E")
-    return quoted
-
-
-@functools.lru_cache(maxsize=128)  # like yarl's own cache: under 1 KB a URL
-def _api_url(base: str, path: tuple[str, ...]) -> URL:
-    """The URL of ``path`` below ``base``; cached, as a wait polls the same URL again and again."""
-    return URL(base + "/" + "/".join(map(quote_segment, path)), encoded=True)
-
-
-def _redact(url: URL) -> str:
-    """A URL fit for logs and messages: no query (presigned credentials), no user info."""
-    return str(url.with_query(None).with_fragment(None).with_user(None))
 
 
 class HTTPClient:
@@ -178,7 +154,7 @@ class HTTPClient:
         """``GET /api/generations/gen_1`` for the API, a redacted URL for storage."""
         if url.origin() == self._origin:
             return f"{method} {url.raw_path}"
-        return f"{method} {_redact(url)}"
+        return f"{method} {redact(url)}"
 
     async def _call(
         self,
@@ -316,7 +292,7 @@ class HTTPClient:
             ResponseValidationError: a 2xx body that is not JSON.
             ClientClosedError: the client is closed.
         """
-        url = _api_url(self._base, path)
+        url = api_url(self._base, path)
         if params:
             url = url.with_query(params)
         # A paid POST's answer is read so that ids survive a body cut short.
@@ -353,7 +329,7 @@ class HTTPClient:
         parsed = URL(url, encoded=True)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise APIConnectionError(
-                f"not an HTTP(S) storage URL: {_redact(parsed)}", maybe_sent=False
+                f"not an HTTP(S) storage URL: {redact(parsed)}", maybe_sent=False
             )
         return parsed
 
