@@ -162,10 +162,10 @@ async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
     hint.clear()
 
 
-async def notify(on_update: OnUpdate | None, generation: Generation) -> None:
-    """Call ``on_update`` with ``generation``, awaiting it when it is async."""
-    if on_update is not None:
-        result = on_update(generation)
+async def notify(callback: Callable[[Any], object] | None, value: Any) -> None:
+    """Call a user's callback (``on_update``, ``on_queued``) if any, awaiting it when async."""
+    if callback is not None:
+        result = callback(value)
         if inspect.isawaitable(result):
             await result
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import re
@@ -29,6 +28,7 @@ from .._validation import (
     normalize_duration,
     optional_text,
 )
+from .._waiter import notify
 from ..models.generations import Generation, GenerationBatch
 from ..models.requests import CreateGenerationRequest
 from ..polling import OnUpdate, wait_for_generations
@@ -165,10 +165,7 @@ class Generations(Resource):
         ids = ", ".join(batch.ids)
         logger.info("queued generations %s", ids)
         try:
-            if on_queued is not None:
-                result = on_queued(batch)
-                if inspect.isawaitable(result):
-                    await result
+            await notify(on_queued, batch)
             return await wait_for_generations(
                 self._client, batch.ids, timeout=timeout, on_update=on_update
             )
