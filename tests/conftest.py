@@ -211,3 +211,27 @@ async def storage() -> AsyncIterator[aiohttp.ClientSession]:
     """A session with no API key, as a storage client must be."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def cancel_in_flight(
+    raw_server: Callable[..., Awaitable[tuple[str, list[bytes]]]],
+    call: Callable[[PrismClient], Awaitable[Any]],
+) -> tuple[asyncio.CancelledError, list[bytes]]:
+    """Start ``call`` against a server that never answers and cancel it once it arrived.
+
+    Returns the CancelledError and the request heads the server received.
+    """
+    arrived = asyncio.Event()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        await asyncio.sleep(5)
+
+    root, received = await raw_server(stall)
+    async with PrismClient(KEY, base_url=f"{root}/api") as prism:
+        task = asyncio.create_task(call(prism))
+        await arrived.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await task
+    return info.value, received

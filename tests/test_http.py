@@ -26,7 +26,7 @@ from prism_async import (
 from prism_async._http import HTTPClient, quote_segment
 from prism_async._responses import translate as _translate
 from tests import samples
-from tests.conftest import KEY, NO_WAIT, free_port
+from tests.conftest import KEY, NO_WAIT, cancel_in_flight, free_port
 
 Serve = Callable[[web.Application], Awaitable[str]]
 RawServer = Callable[..., Awaitable[tuple[str, list[bytes]]]]
@@ -206,19 +206,10 @@ def test_translation_of_aiohttp_failures() -> None:
 
 async def test_cancellation_mid_request_passes_through(raw_server: RawServer) -> None:
     """Cancelling a request in flight raises CancelledError, unwrapped, and sends no retry."""
-    arrived = asyncio.Event()
-
-    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        arrived.set()
-        await asyncio.sleep(5)
-
-    root, received = await raw_server(stall)
-    async with PrismClient(KEY, base_url=f"{root}/api") as prism:
-        task = asyncio.create_task(prism.generations.create(prompt="p", model_name="veo-3.1"))
-        await arrived.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    cancelled, received = await cancel_in_flight(
+        raw_server, lambda prism: prism.generations.create(prompt="p", model_name="veo-3.1")
+    )
+    assert type(cancelled) is asyncio.CancelledError
     assert len(received) == 1
 
 

@@ -29,7 +29,7 @@ from prism_async import (
 from prism_async._errors import generation_ids_in
 from prism_async._http import HTTPClient
 from tests import samples
-from tests.conftest import API, KEY, NO_WAIT, assert_key_free, free_port
+from tests.conftest import API, KEY, NO_WAIT, assert_key_free, cancel_in_flight, free_port
 
 RawServer = Callable[..., Awaitable[tuple[str, list[bytes]]]]
 Serve = Callable[[web.Application], Awaitable[str]]
@@ -270,32 +270,13 @@ async def test_slow_downloads_do_not_starve_api_calls(serve: Serve, tmp_path: An
 # -- item 12: a paid POST cancelled in flight leaves a trace --------------------------------
 
 
-async def cancel_in_flight(
-    raw_server: RawServer, call: Callable[[PrismClient], Awaitable[Any]]
-) -> asyncio.CancelledError:
-    """Start ``call`` against a server that never answers, cancel it once it arrived."""
-    arrived = asyncio.Event()
-
-    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        arrived.set()
-        await asyncio.sleep(5)
-
-    root, _ = await raw_server(stall)
-    async with PrismClient(KEY, base_url=f"{root}/api") as prism:
-        task = asyncio.create_task(call(prism))
-        await arrived.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError) as info:
-            await task
-    return info.value
-
-
 async def test_a_paid_post_cancelled_in_flight_is_logged(
     raw_server: RawServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Cancelled after it left, a POST logs a WARNING (never the key) and notes the exception."""
     caplog.set_level(logging.WARNING, logger="prism_async")
-    cancelled = await cancel_in_flight(raw_server, create)
+    cancelled, received = await cancel_in_flight(raw_server, create)
+    assert len(received) == 1
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "POST /api/generations" in warnings[0].getMessage()
