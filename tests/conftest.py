@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -33,7 +33,7 @@ class _CompatClientResponse(ClientResponse):
         super().__init__(*args, **kwargs)
 
 
-aioresponses_core.ClientResponse = _CompatClientResponse  # type: ignore[misc]
+aioresponses_core.ClientResponse = _CompatClientResponse  # type: ignore[attr-defined]
 
 API = "https://api.prism.test/api"
 KEY = "prism_sk_test_0123456789abcdef"
@@ -215,7 +215,7 @@ async def storage() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def cancel_in_flight(
     raw_server: Callable[..., Awaitable[tuple[str, list[bytes]]]],
-    call: Callable[[PrismClient], Awaitable[Any]],
+    call: Callable[[PrismClient], Coroutine[Any, Any, Any]],
 ) -> tuple[asyncio.CancelledError, list[bytes]]:
     """Start ``call`` against a server that never answers and cancel it once it arrived.
 
