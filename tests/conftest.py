@@ -38,6 +38,8 @@ aioresponses_core.ClientResponse = _CompatClientResponse  # type: ignore[attr-de
 API = "https://api.prism.test/api"
 KEY = "prism_sk_test_0123456789abcdef"
 NO_WAIT = RetryPolicy(initial=0.0, max_wait=0.0, jitter=False)
+GENERATION_SECONDS = 100.0
+"""How long a generation runs on the ``server`` fixture's clock (only ``advance`` moves it)."""
 
 
 def sent_json(mock: aioresponses, method: str, url: str) -> list[Any]:
@@ -194,7 +196,7 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
 @pytest.fixture
 async def server() -> AsyncIterator[FakePrismServer]:
     """A started fake whose generations take 100 s of server clock (none finishes in a test)."""
-    async with FakePrismServer(generation_seconds=100.0) as fake:
+    async with FakePrismServer(generation_seconds=GENERATION_SECONDS) as fake:
         yield fake
 
 

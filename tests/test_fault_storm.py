@@ -155,7 +155,7 @@ async def test_every_paid_request_is_accounted_for_under_a_fault_storm(
                 path = await prism.generations.download(generation, tmp_path)
                 assert path.read_bytes() == fake.video
             assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
-        assert len(fake._faults) < 20  # most faults were really met
+        assert len(fake.faults) < 20  # most faults were really met
     gc.collect()
     await asyncio.sleep(0)
     assert loop_errors == []

@@ -1,16 +1,23 @@
-"""Scripted faults of the fake: answers replaced, delayed, lost, cut short or garbled."""
+"""Traffic of the fake: the log of every request, and scripted faults (answers replaced,
+delayed, lost, cut short or garbled). Both are middlewares that leave the control API alone."""
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
 from attrs import define, field
 
-__all__ = ["Fault", "Handler"]
+from ._records import RecordedRequest
+
+__all__ = ["CONTROL_PREFIX", "Fault", "Handler", "Traffic"]
+
+CONTROL_PREFIX = "/_fake/"
+"""Paths of the fake's control API: never recorded, never faulted, never the API's."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -122,3 +129,56 @@ async def _send_truncated(request: web.Request, answer: web.StreamResponse, leng
     await response.write(data[:length])  # an empty write still sends the headers
     if request.transport is not None:
         request.transport.close()  # sends what is buffered, then closes
+
+
+class Traffic:
+    """The request log and the armed faults, with the two middlewares that use them."""
+
+    def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.faults: list[Fault] = []
+
+    def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
+        """The recorded requests matching ``method`` (``*`` for any) and ``path`` (a glob)."""
+        method = method.upper()
+        return [
+            r
+            for r in self.requests
+            if method in ("*", r.method) and fnmatch.fnmatchcase(r.path, path)
+        ]
+
+    @web.middleware
+    async def record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Log the request (its JSON body decoded), then handle it."""
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        payload: Any = None
+        if request.content_type == "application/json" and request.can_read_body:
+            try:
+                payload = json.loads(await request.read())
+            except ValueError:
+                payload = None
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers=dict(request.headers),
+                json=payload,
+                raw_path=request.raw_path,
+            )
+        )
+        return await handler(request)
+
+    @web.middleware
+    async def inject(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Answer as the first armed fault matching the request scripts, if any."""
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        fault = next((f for f in self.faults if f.matches(request.method, request.path)), None)
+        if fault is None:
+            return await handler(request)
+        fault.times -= 1
+        if fault.times <= 0:
+            self.faults.remove(fault)
+        return await fault.apply(request, handler)
