@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -33,14 +33,13 @@ RawServer = Callable[..., Awaitable[tuple[str, list[bytes]]]]
 
 
 @pytest.fixture(autouse=True)
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries in these tests do not wait."""
 
     async def instant(seconds: float) -> None:
         return None
 
     monkeypatch.setattr(_retry, "_sleep", instant)
-    return
 
 
 def recording_app(seen: list[web.Request], reply: Any = None) -> web.Application:

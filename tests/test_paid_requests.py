@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
+from yarl import URL
 
 from prism_async import (
     APIConnectionError,
@@ -102,7 +103,7 @@ async def test_the_one_pattern_catches_an_html_gateway_page(mock: aioresponses) 
                 ambiguous.append(exc)
     assert len(ambiguous) == 1
     assert isinstance(ambiguous[0], InternalServerError)
-    assert len(mock.requests[("POST", aiohttp.client.URL(CREATE))]) == 1  # never resent
+    assert len(mock.requests[("POST", URL(CREATE))]) == 1  # never resent
 
 
 async def test_unreadable_200_may_have_queued_and_keeps_the_ids(raw_server: RawServer) -> None:

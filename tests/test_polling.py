@@ -339,7 +339,7 @@ async def test_leaving_as_completed_early_cancels_the_rest(
     async for generation in iterator:
         assert generation.id == "gen_done"
         break
-    await iterator.aclose()  # type: ignore[attr-defined]
+    await iterator.aclose()
     assert asyncio.all_tasks() == {asyncio.current_task()}
 
 

@@ -393,7 +393,11 @@ async def test_assets_search_and_iter(prism: PrismClient, mock: aioresponses) ->
     )
     found = [asset.id async for asset in prism.assets.iter_search("cat")]
     assert found == ["res_1"]
-    for kwargs, field in [({"type": "gif"}, "type"), ({"source": "mine"}, "source")]:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"type": "gif"}, "type"),
+        ({"source": "mine"}, "source"),
+    ]
+    for kwargs, field in cases:
         with pytest.raises(InvalidRequestError) as info:
             await prism.assets.search("cat", **kwargs)
         assert info.value.field == field

@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import attrs
 import pytest
@@ -192,7 +192,7 @@ async def test_upload_bytes_and_file_objects(client: PrismClient, world: World) 
         def read(self, size: int = -1) -> bytes:
             return self._data.read(size)
 
-    await client.uploads.upload(Pipe(), content_type="image/jpeg")
+    await client.uploads.upload(cast(IO[bytes], Pipe()), content_type="image/jpeg")
     assert [put["body"] for put in world.puts] == [
         b"voice" * 100,
         b"video-bytes",

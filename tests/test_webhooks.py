@@ -290,11 +290,15 @@ async def test_closing_the_client_leaves_no_task(
     with pytest.raises(asyncio.CancelledError):
         await wait
     await prism.aclose()
+
+    def source(task: asyncio.Task[Any]) -> str:
+        code = getattr(task.get_coro(), "cr_code", None)
+        return str(getattr(code, "co_filename", ""))
+
     leftover = [
         task
         for task in asyncio.all_tasks() - before
-        if "prism_async" in getattr(task.get_coro(), "cr_code", wait.get_coro()).co_filename
-        and "testing" not in getattr(task.get_coro(), "cr_code", wait.get_coro()).co_filename
+        if "prism_async" in source(task) and "testing" not in source(task)
     ]
     assert leftover == []  # (the receiver's own keep-alive handlers are aiohttp's)
     assert hub._waiters == {}
