@@ -44,6 +44,8 @@ def _plain(value: Any) -> Any:
         return value.decode("latin-1")
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
     return value
 
 
