@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -41,7 +40,6 @@ __all__ = [
     "parse_webhook",
 ]
 
-logger = logging.getLogger("prism_async")
 
 TOKEN_PARAM = "prism_token"
 """The query parameter that carries the hub's token in the webhook URL."""
