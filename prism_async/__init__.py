@@ -10,6 +10,7 @@ Quick start::
 """
 
 from ._client import PrismClient
+from ._converters import to_dict
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -101,6 +102,7 @@ __all__ = [
     "WaitTimeoutError",
     "__version__",
     "as_completed",
+    "to_dict",
     "wait_for_generation",
     "wait_for_generations",
 ]

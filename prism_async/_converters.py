@@ -33,7 +33,14 @@ from .models.requests import (
 )
 from .models.templates import TemplateGenerationBatch
 
-__all__ = ["converter", "make_converter", "structure", "structure_data", "unstructure"]
+__all__ = [
+    "converter",
+    "make_converter",
+    "structure",
+    "structure_data",
+    "to_dict",
+    "unstructure",
+]
 
 T = TypeVar("T")
 _MILLISECONDS = re.compile(r"-?\d+(?:\.\d+)?")
@@ -213,3 +220,17 @@ def structure_data(payload: Any, cls: type[T], *, conv: cattrs.Converter | None 
 def unstructure(obj: Any) -> Any:
     """Turn a request model into its JSON-ready wire form."""
     return converter.unstructure(obj)
+
+
+def to_dict(value: Any) -> Any:
+    """The JSON-ready form of any model or list of models.
+
+    Plain dicts, lists, strings, numbers, booleans and None, ready for ``json.dumps``: field
+    names as the model has them, datetimes as ISO 8601 strings (with their UTC offset), nested
+    models as dicts. A list (or tuple) of models becomes a list of dicts; a dict's values are
+    converted too.
+
+    ``json.dumps(to_dict(generation))`` gives ``{"id": "gen_abc123", "status": "completed",
+    ..., "created_at": "2026-02-26T12:00:00+00:00", ...}``.
+    """
+    return converter.unstructure(value)

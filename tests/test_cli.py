@@ -195,8 +195,12 @@ def test_an_ambiguous_paid_request_is_flagged(capsys: pytest.CaptureFixture[str]
         done = threading.Event()
 
         def on_the_fake(action: Any) -> None:
+            def act_then_signal() -> None:
+                action()
+                done.set()
+
             done.clear()
-            fake.call(lambda: (action(), done.set()))
+            fake.call(act_then_signal)
             assert done.wait(5)
 
         on_the_fake(lambda: fake.server.inject("POST", "/api/generations", status=502))

@@ -56,6 +56,7 @@ EXPECTED_PUBLIC = {
     "WaitTimeoutError",
     "__version__",
     "as_completed",
+    "to_dict",
     "wait_for_generation",
     "wait_for_generations",
 }
@@ -185,8 +186,8 @@ async def test_context_manager_closes_its_session() -> None:
     async with PrismClient(KEY, base_url=API) as client:
         session = client._http.session()
         assert not session.closed
-    assert session.closed
     assert client.closed
+    assert session.closed  # (last: mypy keeps "not closed" from inside the block)
 
 
 async def test_closed_client_refuses_work() -> None:

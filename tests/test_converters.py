@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import cattrs
@@ -19,6 +20,7 @@ from prism_async import (
     ResponseValidationError,
     Template,
     TemplateGenerationBatch,
+    to_dict,
 )
 from prism_async._converters import (
     converter,
@@ -214,6 +216,38 @@ def test_request_bodies_camel_case_and_unset_fields_left_out() -> None:
         "webhook_url": "https://x.test/h",
         "character_variables": {"face": "c1"},
     }
+
+
+def test_to_dict_gives_plain_json_ready_values() -> None:
+    """to_dict: plain dicts and lists, datetimes as ISO 8601 strings, for one model or many."""
+    generation = Generation(
+        id="gen_abc123",
+        status="completed",
+        video_url="https://storage.prism.test/v.mp4",
+        created_at=datetime(2026, 2, 26, 12, 0, tzinfo=UTC),
+        completed_at=datetime(2026, 2, 26, 13, 1, 30, 250000, tzinfo=timezone(timedelta(hours=1))),
+    )
+    expected = {
+        "id": "gen_abc123",
+        "status": "completed",
+        "template_id": None,
+        "video_url": "https://storage.prism.test/v.mp4",
+        "share_url": None,
+        "created_at": "2026-02-26T12:00:00+00:00",
+        "completed_at": "2026-02-26T13:01:30.250000+01:00",
+        "error": None,
+    }
+    assert to_dict(generation) == expected
+    assert to_dict([generation, generation]) == [expected, expected]
+    assert json.loads(json.dumps(to_dict(generation))) == expected
+    batch = structure(samples.CREATE_GENERATION["data"], GenerationBatch)
+    assert to_dict(batch)["generations"][0] == {
+        "id": "gen_abc123",
+        "asset_id": "asset_abc123",
+        "request_id": "fal_request_abc123",
+        "status": "queued",
+    }
+    assert to_dict(batch)["metadata"]["credits_charged"] == 120
 
 
 FAST_PATH_CASES: list[tuple[type, dict[str, Any]]] = [

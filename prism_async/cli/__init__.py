@@ -1,0 +1,21 @@
+"""The ``prism-async`` command line (``python -m prism_async`` too).
+
+Exit codes: 0 success, 1 a generation failed, 2 bad usage or bad input, 3 an API error,
+4 a wait timed out, 130 interrupted (Ctrl-C). No traceback reaches the user without ``-v``.
+
+``rich`` (the ``cli`` extra) draws live tables and progress bars when stdout is a terminal;
+without it, or when stdout is not a terminal, output is plain lines; ``--json`` prints one JSON
+object per line and nothing else on stdout.
+
+Layout: ``_registry.py`` (the ``Command`` declaration and ``@command``; how to add a command),
+``_main.py`` (``main``: global options, the client, errors, exit codes), ``_context.py`` (what a
+handler gets, and the steps commands share), ``_ui.py`` (output and the live display), and the
+commands by group: ``_generating.py``, ``_transfers.py``, ``_browsing.py``, ``_offline.py``.
+"""
+
+# The command modules, imported for their declarations, in the order of ``--help``.
+from . import _generating, _transfers, _browsing, _offline  # noqa: F401  # isort: skip
+from ._main import main
+from ._registry import EXIT_API, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_USAGE
+
+__all__ = ["EXIT_API", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_TIMEOUT", "EXIT_USAGE", "main"]

@@ -1,0 +1,172 @@
+"""``main``: the global options, the client each command gets, errors and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .. import __version__
+from .._client import PrismClient
+from .._errors import (
+    APIConnectionError,
+    APIStatusError,
+    GenerationFailedError,
+    InvalidRequestError,
+    PrismError,
+    WaitTimeoutError,
+)
+from ..polling import PollPolicy
+from ._context import Context
+from ._registry import (
+    COMMANDS,
+    EXIT_API,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    Command,
+    Parser,
+    UsageError,
+    add_commands,
+)
+from ._ui import UI
+
+if TYPE_CHECKING:
+    from ..testing import FakePrismServer
+
+__all__ = ["FAKE_POLL", "GLOBAL_OPTION_NAMES", "build_parser", "main", "option_name"]
+
+FAKE_POLL = PollPolicy(initial_delay=0.3, interval=0.4, max_interval=1.5, multiplier=1.5)
+"""Polling against the embedded fake: its videos take seconds, not minutes."""
+
+GLOBAL_OPTION_NAMES = {"timeout": "--timeout", "base_url": "--base-url"}
+"""SDK field -> global option, for every command (a command's own names come first)."""
+
+
+def option_name(field: str, declared: Command) -> str:
+    """The argument or option a user typed for an SDK field (``variables['k']`` -> ``--var``)."""
+    head = field.split("[", 1)[0]
+    return declared.option_names.get(head) or GLOBAL_OPTION_NAMES.get(head, field)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prism-async`` argument parser: the global options, then every declared command."""
+    parser = Parser(
+        prog="prism-async",
+        description="Generate videos with the Prism Videos API from the command line.",
+        epilog="Try it with no account: prism-async demo",
+    )
+    parser.add_argument("--version", action="version", version=f"prism-async {__version__}")
+    parser.add_argument("--api-key", help="API key (default: $PRISM_API_KEY)")
+    parser.add_argument("--base-url", help="API root (default: $PRISM_BASE_URL or the real API)")
+    parser.add_argument(
+        "--fake", action="store_true", help="run against an embedded FakePrismServer (no network)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds a wait may take before exit code 4 (default 900)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
+    add_commands(parser)
+    return parser
+
+
+async def _run(args: argparse.Namespace, ui: UI) -> int:
+    """Give the command the client it declared (none, the API, or an embedded fake); run it."""
+    declared = COMMANDS[args.command]
+    if declared.client == "none":
+        return await declared.handler(Context(args, ui))
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout: must be a positive number of seconds")
+    async with contextlib.AsyncExitStack() as stack:
+        fake: FakePrismServer | None = None
+        api_key: str | None
+        base_url: str | None
+        if args.fake or declared.client == "fake":
+            from ..testing import FakePrismServer
+
+            fake = await stack.enter_async_context(
+                FakePrismServer(generation_seconds=lambda: random.uniform(1.5, 4.0))
+            )
+            api_key, base_url, poll = fake.api_key, fake.base_url, FAKE_POLL
+        else:
+            api_key = args.api_key or os.environ.get("PRISM_API_KEY")
+            if not api_key:
+                raise UsageError(
+                    "--api-key: no API key; pass --api-key or set PRISM_API_KEY (or try --fake)"
+                )
+            base_url, poll = args.base_url, PollPolicy()
+        prism = await stack.enter_async_context(PrismClient(api_key, base_url=base_url, poll=poll))
+        return await declared.handler(Context(args, ui, prism=prism, fake=fake))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``prism-async`` command line and return its exit code.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Exit codes: 0 success, 1 a generation failed, 2 bad usage or bad input, 3 an API error or
+    no connection, 4 a wait timed out, 130 interrupted (Ctrl-C). Errors are printed on stderr
+    without a traceback unless ``-v`` is given.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"prism-async: error: {exc}\nTry 'prism-async --help'.", file=sys.stderr)
+        return EXIT_USAGE
+    declared = COMMANDS[args.command]
+    ui = UI(json_mode=args.json)
+    if args.verbose:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("prism_async").setLevel(logging.DEBUG)
+
+    def fail(code: int, message: str, exc: BaseException) -> int:
+        print(f"prism-async: {message}", file=sys.stderr)
+        if isinstance(exc, PrismError) and exc.generation_ids:
+            print(
+                f"prism-async: generations queued: {', '.join(exc.generation_ids)}", file=sys.stderr
+            )
+        elif isinstance(exc, PrismError) and exc.maybe_sent and declared.paid:
+            print(
+                "prism-async: the request may have been queued (and charged): "
+                "check before submitting it again",
+                file=sys.stderr,
+            )
+        if args.verbose:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        return code
+
+    try:
+        return asyncio.run(_run(args, ui))
+    except KeyboardInterrupt as exc:
+        return fail(EXIT_INTERRUPTED, "interrupted", exc)
+    except UsageError as exc:
+        return fail(EXIT_USAGE, f"error: {exc}", exc)
+    except InvalidRequestError as exc:
+        return fail(EXIT_USAGE, f"error: {option_name(exc.field, declared)}: {exc.reason}", exc)
+    except GenerationFailedError as exc:
+        return fail(EXIT_FAILED, str(exc), exc)
+    except WaitTimeoutError as exc:
+        return fail(EXIT_TIMEOUT, str(exc), exc)
+    except APIStatusError as exc:
+        label = exc.code or f"HTTP {exc.status_code}"
+        return fail(EXIT_API, f"{label}: {exc.message}", exc)
+    except APIConnectionError as exc:
+        return fail(EXIT_API, f"connection error: {exc}", exc)
+    except PrismError as exc:
+        return fail(EXIT_API, f"error: {exc}", exc)
+    except (ValueError, OSError) as exc:
+        return fail(EXIT_USAGE, f"error: {exc}", exc)
+    except Exception as exc:  # a bug: still no traceback without -v
+        return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (use -v)", exc)

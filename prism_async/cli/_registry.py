@@ -1,0 +1,150 @@
+"""The command registry: each command is declared once, here in one piece.
+
+A declaration names the command and gives its ``--help`` line, the function adding its options
+to its subparser, its async handler, and its option names (an SDK field -> the option the user
+typed, so an ``InvalidRequestError`` reads ``--count: must be from 1 to 4``). The parser and the
+dispatch in ``_main.py`` are built from :data:`COMMANDS`; nothing else lists commands.
+
+**To add a command**, add one declaration to the module of its group (``_generating.py``,
+``_transfers.py``, ``_browsing.py``, ``_offline.py``)::
+
+    def _hello_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("id", metavar="ID")
+
+
+    @command(
+        "hello",
+        help="greet a generation",
+        options=_hello_options,
+        option_names={"generation_id": "ID"},
+    )
+    async def hello(ctx: Context) -> int:
+        generation = await ctx.prism.generations.get(ctx.args.id)
+        ctx.ui.print(f"hello {generation.id}, {generation.status}")
+        ctx.ui.emit(to_dict(generation))
+        return EXIT_OK
+
+Two more fields, when the defaults do not fit: ``client="fake"`` (always run on an embedded
+FakePrismServer, as ``demo`` does) or ``client="none"`` (no client, as ``serve-fake``), and
+``paid=True`` (it may spend credits: an ambiguous failure then warns that it may have been
+queued).
+
+Commands appear in ``--help`` in the order they are declared; a new group module is one more
+import in ``cli/__init__.py``. A handler gets a :class:`~prism_async.cli._context.Context`
+(``ctx.args``, ``ctx.ui``, ``ctx.prism``, ``ctx.fake`` and the steps commands share) and
+returns an exit code; it raises :class:`UsageError` (exit 2) for bad input the SDK does not
+check itself, and lets SDK errors through to ``main``, which turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NoReturn
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_API",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "Command",
+    "Handler",
+    "Parser",
+    "UsageError",
+    "add_commands",
+    "command",
+]
+
+# The exit codes: a handler returns one of the first three, ``main`` maps errors to the rest.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_API = 3
+EXIT_TIMEOUT = 4
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[["Context"], Awaitable[int]]
+"""A command's body: gets the context, returns the exit code."""
+
+ClientKind = Literal["api", "fake", "none"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so main() owns the exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of ``prism-async``: everything about it in one place."""
+
+    name: str
+    """The word typed after ``prism-async``."""
+    help: str
+    """Its line in ``prism-async --help``."""
+    handler: Handler
+    """Runs it; returns the exit code."""
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None
+    """Adds its arguments and options to its subparser."""
+    option_names: Mapping[str, str] = field(default_factory=dict)
+    """SDK field name -> the argument or option the user typed, for error messages."""
+    client: ClientKind = "api"
+    """``"api"``: a client on the API (or on an embedded fake with ``--fake``); ``"fake"``:
+    always on an embedded fake; ``"none"``: no client at all (``ctx.prism`` is unusable)."""
+    paid: bool = False
+    """It may spend credits: an ambiguous failure then warns that it may have been queued."""
+
+
+COMMANDS: dict[str, Command] = {}
+"""Every declared command by name, in declaration order (the order of ``--help``)."""
+
+
+def command(
+    name: str,
+    *,
+    help: str,
+    options: Callable[[argparse.ArgumentParser], None] | None = None,
+    option_names: Mapping[str, str] | None = None,
+    client: ClientKind = "api",
+    paid: bool = False,
+) -> Callable[[Handler], Handler]:
+    """Declare a command: decorates its handler and registers it in :data:`COMMANDS`."""
+
+    def register(handler: Handler) -> Handler:
+        if name in COMMANDS:
+            raise RuntimeError(f"command {name!r} is declared twice")
+        COMMANDS[name] = Command(
+            name=name,
+            help=help,
+            handler=handler,
+            add_options=options,
+            option_names=dict(option_names or {}),
+            client=client,
+            paid=paid,
+        )
+        return handler
+
+    return register
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add one subparser per declared command to ``parser`` (``args.command`` names it)."""
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subparsers.required = True
+    for declared in COMMANDS.values():
+        subparser = subparsers.add_parser(declared.name, help=declared.help)
+        if declared.add_options is not None:
+            declared.add_options(subparser)
