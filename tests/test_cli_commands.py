@@ -8,9 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 
+from prism_async import InsufficientCreditsError, PrismClient
 from prism_async.cli import main
 from prism_async.cli._context import Context
 from prism_async.cli._main import build_parser
@@ -119,3 +122,60 @@ def test_serve_fake_json_includes_the_control_url() -> None:
     assert record["base_url"].startswith("http://127.0.0.1:")
     assert record["control_url"] == record["base_url"].removesuffix("/api") + "/_fake/"
     stop(process)
+
+
+async def test_a_fake_in_another_process_is_driven_through_its_control_api() -> None:
+    """The control API is what a test uses when the fake (or the app) is another process."""
+    process = run_cli("--json", "serve-fake", "--port", "0", "--credits", "0")
+    assert process.stdout is not None
+    record = json.loads(process.stdout.readline())
+    control = record["control_url"]
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            PrismClient(record["api_key"], base_url=record["base_url"]) as prism,
+        ):
+            with pytest.raises(InsufficientCreditsError):
+                await prism.generations.create(prompt="A cat", model_name="veo-3.1")
+            async with http.patch(f"{control}account", json={"credits": 120}) as response:
+                assert (await response.json())["data"]["credits"] == 120
+            batch = await prism.generations.create(prompt="A cat", model_name="veo-3.1")
+            async with http.post(f"{control}generations/{batch.ids[0]}/complete") as response:
+                assert response.status == 200
+            video = await prism.generations.get(batch.ids[0])
+            assert video.is_completed
+            query = {"method": "POST", "path": "/api/generations"}
+            async with http.get(f"{control}requests", params=query) as response:
+                posts = (await response.json())["data"]
+            assert [p["json"]["prompt"] for p in posts] == ["A cat", "A cat"]
+    finally:
+        stop(process)
+
+
+def test_download_makes_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--download DIR` is always a folder, made when missing: videos never overwrite each
+    other in one file named DIR."""
+    folder = tmp_path / "new" / "videos"
+    argv = ["--fake", "--json", "generate", "A cat", "--model", "veo-3.1", "--count", "2"]
+    assert main([*argv, "--download", str(folder)]) == 0
+    files = sorted(folder.iterdir())
+    assert len(files) == 2
+    assert sorted(Path(r["file"]) for r in json_lines(capsys.readouterr().out)) == files
+    (tmp_path / "plain").write_text("not a folder")
+    assert main([*argv, "--download", str(tmp_path / "plain")]) == 2
+    assert "--download: cannot make folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["template", ""], "TEMPLATE_ID"),
+        (["template-info", ""], "ID"),
+        (["assets", ""], "Q"),
+    ],
+)
+def test_errors_name_the_argument_typed(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--fake", *argv]) == 2
+    assert f"error: {named}: " in capsys.readouterr().err

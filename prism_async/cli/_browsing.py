@@ -41,7 +41,7 @@ def _template_info_options(parser: argparse.ArgumentParser) -> None:
     "template-info",
     help="show a template and its variables",
     options=_template_info_options,
-    option_names={"template_id": "--template-id"},  # as before the split; the argument is ID
+    option_names={"template_id": "ID"},
 )
 async def template_info(ctx: Context) -> int:
     """One template with its variables (type, required, default)."""
@@ -97,7 +97,7 @@ def _assets_options(parser: argparse.ArgumentParser) -> None:
     help="search assets",
     options=_assets_options,
     option_names={
-        "q": "--q",  # as before the split, though the argument is Q
+        "q": "Q",
         "type": "--type",
         "source": "--source",
         "limit": "--limit",

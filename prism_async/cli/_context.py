@@ -12,7 +12,7 @@ from .. import to_dict
 from .._client import PrismClient
 from .._errors import GenerationFailedError, WaitTimeoutError
 from ..models.generations import Generation
-from ._registry import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT
+from ._registry import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError
 from ._ui import UI
 
 if TYPE_CHECKING:
@@ -83,6 +83,11 @@ class Context:
 
     async def wait_and_report(self, ids: Sequence[str], directory: str | None) -> int:
         """Wait for every id with a live display, download if asked, print a summary."""
+        if directory:
+            try:
+                Path(directory).mkdir(parents=True, exist_ok=True)  # DIR is always a folder
+            except OSError as exc:
+                raise UsageError(f"--download: cannot make folder {directory!r}: {exc}") from None
         started = time.monotonic()
         finished: dict[str, float] = {}
         async with self.ui.waiting(ids) as live_update:

@@ -119,7 +119,7 @@ def _template_options(parser: argparse.ArgumentParser) -> None:
     help="generate a video from a template",
     options=_template_options,
     option_names={
-        "template_id": "--template-id",  # as before the split, though the argument is TEMPLATE_ID
+        "template_id": "TEMPLATE_ID",
         "variables": "--var",
         "character_variables": "--character",
         "webhook_url": "--webhook-url",
