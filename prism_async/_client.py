@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
 import aiohttp
 from yarl import URL
 
+from ._durable import Durable
 from ._errors import InvalidRequestError
 from ._http import HTTPClient
 from ._retry import RetryPolicy
 from ._waiter import Waiter
+from .models.assets import Asset
 from .models.generations import Generation
 from .polling import (
     AsCompleted,
@@ -27,6 +30,7 @@ from .polling import wait_for_generations as _wait_for_generations
 from .resources import Assets, Characters, Generations, Templates, Uploads
 
 if TYPE_CHECKING:
+    from .ledger import Ledger, Submission
     from .webhooks import WebhookHub
 
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
@@ -98,6 +102,10 @@ class PrismClient:
         session: an ``aiohttp.ClientSession`` to borrow; it is used but never closed.
         webhooks: a :class:`~prism_async.webhooks.WebhookHub`: waits then finish as soon as it
             receives a terminal event for their id, confirmed by one status request.
+        ledger: a :class:`~prism_async.ledger.Ledger` (e.g. ``SQLiteLedger("prism-ledger.db")``)
+            for durable submissions: ``key=`` on ``generations.create`` and
+            ``templates.generate``; waits and downloads record what they learn. The client
+            closes it when it closes.
 
     The settings (``base_url``, ``timeout``, ``retry``, ``poll``, ``webhooks``) are read-only:
     make another client to change them.
@@ -121,6 +129,7 @@ class PrismClient:
         max_connections: int = 100,
         session: aiohttp.ClientSession | None = None,
         webhooks: WebhookHub | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("PRISM_API_KEY", "")
@@ -149,6 +158,13 @@ class PrismClient:
 
             if not isinstance(webhooks, WebhookHub):
                 raise InvalidRequestError("webhooks", "must be a prism_async.webhooks.WebhookHub")
+        self._durable: Durable | None = None
+        if ledger is not None:
+            from .ledger import Ledger
+
+            if not isinstance(ledger, Ledger):
+                raise InvalidRequestError("ledger", "must be a prism_async.ledger.Ledger")
+            self._durable = Durable(ledger, timeout=float(timeout))
         self._webhooks = webhooks
         self._base_url = str(url)
         self._timeout = float(timeout)
@@ -166,11 +182,17 @@ class PrismClient:
         self.uploads = Uploads(self)
         self.characters = Characters(self)
         self.assets = Assets(self)
+        self._stop_listening = (
+            webhooks.listen_for_keys(self._durable.webhook_arrived)
+            if webhooks is not None and self._durable is not None
+            else None
+        )
         self._waiter = Waiter(
             self.generations._get_once,
             poll if poll is not None else PollPolicy(),
             policy_given=poll is not None,
             hub=webhooks,
+            on_done=self._durable.finished if self._durable is not None else None,
         )
 
     @property
@@ -199,6 +221,33 @@ class PrismClient:
         return self._webhooks
 
     @property
+    def ledger(self) -> Ledger | None:
+        """The ledger of durable submissions, or None."""
+        return self._durable.ledger if self._durable is not None else None
+
+    async def reconcile(self, key: str) -> Submission:
+        """Settle an ambiguous prompt submission from the account's history, if it can be.
+
+        Looks up ``GET /api/assets/search?source=history`` for generations with the same
+        prompt and model, created around the time it was sent, and not claimed by another key;
+        when they number exactly the requested ``count`` the submission becomes
+        ``reconciled`` with their ids. Otherwise it stays ``ambiguous`` and its ``error`` says
+        what was found (the API may list a generation only once it has finished: try again
+        later, or ``ledger.resolve`` it by hand).
+
+        Raises:
+            InvalidRequestError: no ledger, or an unknown key.
+            SubmissionInFlightError: a live process is sending it.
+        """
+        if self._durable is None:
+            raise InvalidRequestError("ledger", "reconcile needs PrismClient(ledger=...)")
+
+        def search(prompt: str) -> AsyncIterator[Asset]:
+            return self.assets.iter_search(prompt, type="video", source="history", limit=60)
+
+        return await self._durable.reconcile(key, search)
+
+    @property
     def closed(self) -> bool:
         """Whether the client was closed. A closed client refuses work."""
         return self._http.closed
@@ -223,6 +272,11 @@ class PrismClient:
         """
         self._waiter.close()
         await self._http.aclose()
+        if self._stop_listening is not None:
+            self._stop_listening()
+            self._stop_listening = None
+        if self._durable is not None:
+            await self._durable.ledger.aclose()
 
     async def wait_for_generation(
         self,

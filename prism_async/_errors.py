@@ -21,8 +21,11 @@ Every exception the SDK raises derives from :class:`PrismError`::
     ├── InvalidRequestError           bad input caught before sending (also a ValueError; .field)
     ├── ClientClosedError             the client was closed (also a RuntimeError)
     ├── GenerationFailedError         a generation ended "failed" (.generation)
-    └── WaitTimeoutError              a wait ran past its timeout (also a TimeoutError;
-                                      .generation_id, .last)
+    ├── WaitTimeoutError              a wait ran past its timeout (also a TimeoutError;
+    │                                 .generation_id, .last)
+    ├── AmbiguousSubmissionError      a ledger key that may have been queued (.key .submission)
+    ├── SubmissionConflictError       a ledger key reused for another request (.key)
+    └── SubmissionInFlightError       a ledger key a live process is sending (.key)
 
 ``asyncio.CancelledError`` is never caught, wrapped or replaced.
 
@@ -49,12 +52,14 @@ from typing import TYPE_CHECKING, Any
 from ._salvage import generation_ids_in
 
 if TYPE_CHECKING:
+    from .ledger._model import Submission
     from .models.generations import Generation
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AmbiguousSubmissionError",
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
@@ -70,6 +75,8 @@ __all__ = [
     "PrismError",
     "RateLimitError",
     "ResponseValidationError",
+    "SubmissionConflictError",
+    "SubmissionInFlightError",
     "WaitTimeoutError",
     "error_from_response",
     "generation_ids_in",
@@ -256,6 +263,43 @@ class WaitTimeoutError(PrismError, TimeoutError):
         self.generation_id = generation_id
         self.timeout = timeout
         self.last = last
+
+
+class AmbiguousSubmissionError(PrismError):
+    """A ledger key whose submission may have been queued (and charged), so it is not sent
+    again: reconcile it (``prism.reconcile(key)``) or resolve it (``ledger.resolve``).
+
+    Attributes:
+        key: the key.
+        submission: its :class:`~prism_async.ledger.Submission` (``error`` says why).
+    """
+
+    maybe_sent = True
+
+    def __init__(self, key: str, submission: Submission) -> None:
+        why = f": {submission.error}" if submission.error else ""
+        super().__init__(f"the submission {key!r} may have been queued{why}")
+        self.key = key
+        self.submission = submission
+        self.generation_ids = submission.generation_ids
+
+
+class SubmissionConflictError(PrismError):
+    """A ledger key was used for another request than the one recorded for it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} was recorded for another request; use a new key")
+        self.key = key
+
+
+class SubmissionInFlightError(PrismError):
+    """Another live process (or task) is sending this ledger key right now."""
+
+    maybe_sent = True
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the submission {key!r} is being sent by a live process")
+        self.key = key
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

@@ -179,6 +179,7 @@ class Waiter:
         policy_given: whether the user chose that policy (a template batch's latency estimate
             then does not replace it).
         hub: the client's webhook hub, or None.
+        on_done: awaited with each terminal generation a wait returns (the ledger records it).
     """
 
     def __init__(
@@ -188,8 +189,10 @@ class Waiter:
         *,
         policy_given: bool,
         hub: WebhookHub | None,
+        on_done: Callable[[Generation], Awaitable[None]] | None = None,
     ) -> None:
         self.fetch = fetch
+        self.on_done = on_done
         self.policy = policy
         self.policy_given = policy_given
         self.hub = hub
@@ -260,7 +263,10 @@ class Waiter:
         try:
             async with deadline:
                 await sleep(policy.jittered(policy.initial_delay))
-                return await retrying(poll_once)
+                generation: Generation = await retrying(poll_once)
+                if self.on_done is not None:
+                    await self.on_done(generation)
+                return generation
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -21,7 +21,7 @@ import json
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -40,6 +40,12 @@ __all__ = [
     "parse_webhook",
 ]
 
+
+KeyListener = Callable[[str, "WebhookEvent"], Awaitable[None]]
+"""Called with a ledger key and the webhook event that names it."""
+
+KEY_PARAM = "prism_key"
+"""The query parameter that carries a ledger key in a template's webhook URL."""
 
 TOKEN_PARAM = "prism_token"
 """The query parameter that carries the hub's token in the webhook URL."""
@@ -152,6 +158,7 @@ class WebhookHub:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[WebhookEvent]] = set()
+        self._key_listeners: list[KeyListener] = []
 
     def __repr__(self) -> str:
         return f"<WebhookHub waiting={len(self._waiters)} recent={len(self._recent)}>"
@@ -167,6 +174,15 @@ class WebhookHub:
             (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != TOKEN_PARAM
         ]
         query.append((TOKEN_PARAM, self._secret.decode()))
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def url_with_key(self, url: str, key: str) -> str:
+        """``url`` (one of this hub's) carrying a ledger key, so its webhook names the key."""
+        parts = urlsplit(url)
+        query = [
+            (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != KEY_PARAM
+        ]
+        query.append((KEY_PARAM, key))
         return urlunsplit(parts._replace(query=urlencode(query)))
 
     def owns(self, url: str) -> bool:
@@ -195,6 +211,10 @@ class WebhookHub:
             event = parse_webhook(body)
         except InvalidWebhookError as exc:
             return WebhookReply(400, str(exc))
+        key = query.get(KEY_PARAM)
+        if isinstance(key, str) and key:
+            for listener in list(self._key_listeners):
+                await listener(key, event)  # e.g. a ledger settling the key, before the 200
         self.dispatch(event)
         return WebhookReply(200, "ok")
 
@@ -207,6 +227,12 @@ class WebhookHub:
         body = await request.content.read(self.max_body + 1)
         reply = await self.handle(body, request.query)
         return web.Response(status=reply.status, text=reply.message)
+
+    def listen_for_keys(self, listener: KeyListener) -> Callable[[], None]:
+        """Call ``listener(key, event)`` for each verified webhook whose URL carries a ledger
+        key (clients with a ledger do this); returns a function that stops it."""
+        self._key_listeners.append(listener)
+        return lambda: self._key_listeners.remove(listener)
 
     def dispatch(self, event: WebhookEvent) -> None:
         """Deliver an event to the waits and to :meth:`events` (``handle`` calls this)."""

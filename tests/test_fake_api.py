@@ -290,4 +290,5 @@ async def test_strict_converter_accepts_every_fake_response(
         http, "GET", f"{api}/assets/search", params={"q": "surfing", "source": "history"}
     )
     history_page = structure(history, Page[Asset], conv=STRICT)
-    assert [a.source for a in history_page.data] == ["history"]
+    assert [a.id for a in history_page.data] == [running, doomed]  # completed and failed
+    assert [a.source for a in history_page.data] == ["history", "history"]

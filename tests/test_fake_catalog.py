@@ -1,9 +1,10 @@
-"""FakePrismServer's catalog, spoken to in raw HTTP: characters and asset search (with history).
+"""FakePrismServer's catalog, spoken to in raw HTTP: characters and asset search.
 
 These tests never use the SDK client: they send what the documented API (prism-api.md) receives
 and check what it answers, so that tests written against the fake prove something about the real
 API. Every server runs with ``generation_seconds=100`` so that only :meth:`advance` moves a
-generation along, never real time.
+generation along, never real time. The account's own generations (``source=history``) are
+tested in tests/test_fake_history.py.
 """
 
 from __future__ import annotations
@@ -262,38 +263,6 @@ async def test_asset_search_filters(server: FakePrismServer, http: aiohttp.Clien
     assert history["data"] == []
     _, none = await search(http, server, q="no such subject")
     assert none["data"] == []
-
-
-async def test_completed_generation_becomes_a_history_asset(
-    server: FakePrismServer, http: aiohttp.ClientSession
-) -> None:
-    """A completed generation shows up as a ``history`` video asset; a running one does not."""
-    status, created = await create(http, server, prompt="A glowing jellyfish", modelName="sora-2")
-    assert status == 200
-    queued = created["data"]["generations"][0]
-    _, running = await search(http, server, q="jellyfish")
-    assert running["data"] == []
-
-    server.advance(SECONDS)
-    status, payload = await search(http, server, q="jellyfish", source="history")
-    assert status == 200
-    assert len(payload["data"]) == 1
-    asset = payload["data"][0]
-    assert set(asset) == ASSET_KEYS
-    assert asset["source"] == "history"
-    assert asset["asset_type"] == "video"
-    assert asset["prompt"] == "A glowing jellyfish"
-    assert asset["model_name"] == "sora-2"
-    assert asset["asset_id"] == queued["asset_id"]
-    assert isinstance(asset["asset_s3_key"], str)
-    assert is_ms(asset["created_at"])
-    assert asset["published_at"] is None or is_ms(asset["published_at"])
-    _, videos = await search(http, server, q="jellyfish", type="video", source="all")
-    assert [a["id"] for a in videos["data"]] == [asset["id"]]
-    _, images = await search(http, server, q="jellyfish", type="image")
-    assert images["data"] == []
-    _, community = await search(http, server, q="jellyfish", source="community")
-    assert community["data"] == []
 
 
 # -- asset keys as generation inputs -----------------------------------------------------------

@@ -146,6 +146,7 @@ async def test_the_clock_and_outcomes_are_driven_over_http(
         ("POST", "advance", [1], 400, "Invalid JSON request body"),
         ("PATCH", "account", {"credits": 1.5}, 400, "credits: must be an integer"),
         ("PATCH", "account", {"free_tier_paused": "yes"}, 400, "free_tier_paused:"),
+        ("PATCH", "account", {"history_completed_only": 1}, 400, "history_completed_only:"),
     ],
 )
 async def test_bad_control_requests_keep_the_documented_error_shape(
@@ -175,13 +176,31 @@ async def test_credits_and_the_free_tier_pause_are_set_over_http(
     server: FakePrismServer, storage: aiohttp.ClientSession, prism: PrismClient
 ) -> None:
     account = await control(storage, server, "GET", "account")
-    assert account["data"] == {"credits": 10_000, "free_tier_paused": False}
+    flags = {"free_tier_paused": False, "history_completed_only": False}
+    assert account["data"] == {"credits": 10_000, **flags}
     changed = await control(storage, server, "PATCH", "account", {"credits": 100})
-    assert changed["data"] == {"credits": 100, "free_tier_paused": False}
+    assert changed["data"] == {"credits": 100, **flags}
     with pytest.raises(InsufficientCreditsError):
         await prism.generations.create(prompt="A cat", model_name="veo-3.1")  # costs 120
     await control(storage, server, "PATCH", "account", {"free_tier_paused": True})
     assert server.free_tier_paused is True
+
+
+async def test_history_completed_only_is_set_over_http(
+    server: FakePrismServer, storage: aiohttp.ClientSession, prism: PrismClient
+) -> None:
+    batch = await prism.generations.create(prompt="A lighthouse at dusk", model_name="veo-3.1")
+    assert [a.id for a in (await prism.assets.search("lighthouse", source="history")).data] == [
+        batch.ids[0]
+    ]
+    body = {"history_completed_only": True}
+    changed = await control(storage, server, "PATCH", "account", body)
+    assert changed["data"]["history_completed_only"] is True
+    assert server.history_completed_only is True
+    assert (await prism.assets.search("lighthouse", source="history")).data == []
+    await control(storage, server, "POST", f"generations/{batch.ids[0]}/complete")
+    found = await prism.assets.search("lighthouse", source="history")
+    assert [a.id for a in found.data] == batch.ids
 
 
 async def test_webhook_deliveries_are_listed(

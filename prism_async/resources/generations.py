@@ -29,7 +29,8 @@ from .._validation import (
     optional_text,
 )
 from .._waiter import notify
-from ..models.generations import Generation, GenerationBatch
+from ..ledger._model import Submission
+from ..models.generations import Generation, GenerationBatch, GenerationMetadata, QueuedGeneration
 from ..models.requests import CreateGenerationRequest
 from ..polling import OnUpdate, wait_for_generations
 from ._base import Resource
@@ -55,6 +56,17 @@ def _prepare_destination(
     return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
 
 
+def _recorded_batch(submission: Submission) -> GenerationBatch:
+    """The batch a ledger recorded for a key (ids and charge: what the API said that matters)."""
+    ids = submission.generation_ids
+    metadata = GenerationMetadata(
+        model_name=submission.request.get("model_name"),
+        credits_charged=submission.credits_charged,
+        num_generations=len(ids),
+    )
+    return GenerationBatch([QueuedGeneration(id=i) for i in ids], metadata=metadata)
+
+
 class Generations(Resource):
     """Endpoints under ``/api/generations``."""
 
@@ -76,11 +88,13 @@ class Generations(Resource):
         reference_video_keys: list[str] | None = None,
         audio_key: str | None = None,
         template_id: str | None = None,
+        key: str | None = None,
     ) -> GenerationBatch:
         """Queue ``count`` videos from a prompt. This costs credits.
 
         A paid POST is never sent twice: it is retried only when the connection could not be
-        made or the server answered 429.
+        made or the server answered 429. With ``key=`` (on a client with a ledger) that holds
+        across processes too: see the README's "Durable runs".
 
         Args:
             prompt: what the video shows.
@@ -98,17 +112,25 @@ class Generations(Resource):
             reference_video_keys: video keys used as references.
             audio_key: audio key (audio-driven models).
             template_id: a template to associate with the generation.
+            key: names this business intent in the client's ledger: a key already accepted
+                returns its recorded batch and sends nothing.
 
         Returns:
             The queued generations; ``batch.ids`` are their ids.
 
         Raises:
-            InvalidRequestError: bad input, before anything is sent.
+            InvalidRequestError: bad input (or ``key=`` without a ledger), before anything is
+                sent.
+            AmbiguousSubmissionError, SubmissionConflictError, SubmissionInFlightError: the
+                ledger refuses to send ``key`` (see the README's "Durable runs").
             APIStatusError: e.g. ``InsufficientCreditsError``, ``PricingError``.
             APIConnectionError: no answer.
             PrismError: any of them: ``maybe_sent`` says whether videos may have been queued
                 (and charged), ``generation_ids`` names them when the answer showed them.
         """
+        durable = self._client._durable
+        if key is not None and durable is None:
+            raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
         if has_audio is not None and not isinstance(has_audio, bool):
             raise InvalidRequestError("has_audio", "must be True or False")
         body = CreateGenerationRequest(
@@ -130,8 +152,24 @@ class Generations(Resource):
             audio_key=optional_text("audio_key", audio_key),
             template_id=optional_text("template_id", template_id),
         )
-        payload = await self._http.request("POST", ("generations",), json_body=unstructure(body))
-        return structure_data(payload, GenerationBatch)
+        json_body = unstructure(body)
+
+        async def send() -> GenerationBatch:
+            payload = await self._http.request("POST", ("generations",), json_body=json_body)
+            return structure_data(payload, GenerationBatch)
+
+        if key is None or durable is None:
+            return await send()
+        return await durable.submit(
+            key,
+            kind="generation",
+            body=json_body,
+            request={"prompt": body.prompt, "model_name": body.model_name, "count": body.count},
+            send=send,
+            ids_of=lambda batch: batch.ids,
+            credits_of=lambda batch: batch.metadata.credits_charged,
+            replay=_recorded_batch,
+        )
 
     async def create_and_wait(
         self,
@@ -252,4 +290,7 @@ class Generations(Resource):
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+        durable = self._client._durable
+        if durable is not None:
+            await durable.downloaded(generation.id, str(target), target.stat().st_size)
         return target

@@ -5,14 +5,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 from .._converters import structure, structure_data, unstructure
+from .._errors import InvalidRequestError
 from .._rules import TEMPLATE_PAGING
 from .._validation import check_http_url, check_query, check_str_map, check_text, optional_text
+from ..ledger._model import Submission
 from ..models.common import Page
 from ..models.requests import TemplateGenerateRequest
-from ..models.templates import Template, TemplateGenerationBatch
+from ..models.templates import Template, TemplateGeneration, TemplateGenerationBatch
 from ._base import Resource, page_params, paginate
 
 __all__ = ["Templates"]
+
+
+def _recorded_batch(submission: Submission) -> TemplateGenerationBatch:
+    """The batch a ledger recorded for a key."""
+    return TemplateGenerationBatch(
+        [TemplateGeneration(generation_id=i) for i in submission.generation_ids],
+        template_id=submission.request.get("template_id"),
+        credits_charged=submission.credits_charged,
+    )
 
 
 class Templates(Resource):
@@ -25,8 +36,10 @@ class Templates(Resource):
         variables: Mapping[str, str] | None = None,
         character_variables: Mapping[str, str] | None = None,
         webhook_url: str | None = None,
+        key: str | None = None,
     ) -> TemplateGenerationBatch:
-        """Queue videos from a template. This costs credits and is never sent twice.
+        """Queue videos from a template. This costs credits and is never sent twice (with
+        ``key=`` on a client with a ledger, not even across processes).
 
         Args:
             template_id: the template's id.
@@ -35,18 +48,32 @@ class Templates(Resource):
                 variables are required, and omitted ones take their default.
             character_variables: image variable key -> character id.
             webhook_url: an http(s) URL the API POSTs to when each video completes or fails.
+                A URL of the client's hub carries ``key`` too, so that its webhook can settle
+                the key if the answer to this call is lost.
+            key: names this business intent in the client's ledger: a key already accepted
+                returns its recorded batch and sends nothing.
 
         Returns:
             The queued generations (``.ids``) and, when sent, ``latency_estimate``.
 
         Raises:
-            InvalidRequestError: bad input, before anything is sent.
+            InvalidRequestError: bad input (or ``key=`` without a ledger), before anything is
+                sent.
+            AmbiguousSubmissionError, SubmissionConflictError, SubmissionInFlightError: the
+                ledger refuses to send ``key``.
             NotFoundError, InvalidTemplateError, BadRequestError, InsufficientCreditsError.
         """
+        durable = self._client._durable
+        if key is not None and durable is None:
+            raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
         check_text("template_id", template_id)
+        hub = self._client.webhooks
+        keyed_url = webhook_url
+        if key is not None and hub is not None and webhook_url and hub.owns(webhook_url):
+            keyed_url = hub.url_with_key(webhook_url, key)
         body = TemplateGenerateRequest(
             variables=check_str_map("variables", variables if variables is not None else {}),
-            webhook_url=check_http_url("webhook_url", webhook_url),
+            webhook_url=check_http_url("webhook_url", keyed_url),
             character_variables=(
                 None
                 if character_variables is None
@@ -55,14 +82,31 @@ class Templates(Resource):
                 )
             ),
         )
-        payload = await self._http.request(
-            "POST", ("templates", template_id, "generate"), json_body=unstructure(body)
+        json_body = unstructure(body)
+
+        async def send() -> TemplateGenerationBatch:
+            payload = await self._http.request(
+                "POST", ("templates", template_id, "generate"), json_body=json_body
+            )
+            batch = structure(payload, TemplateGenerationBatch)
+            if hub is not None and webhook_url is not None and hub.owns(webhook_url):
+                hub.expect(batch.ids)  # their waits can rely on the webhook and poll slowly
+            return batch
+
+        if key is None or durable is None:
+            return await send()
+        # The webhook URL is where to report, not what to make: it stays out of the fingerprint.
+        intent = {k: v for k, v in json_body.items() if k != "webhook_url"}
+        return await durable.submit(
+            key,
+            kind="template",
+            body={"template_id": template_id, **intent},
+            request={"template_id": template_id},
+            send=send,
+            ids_of=lambda batch: batch.ids,
+            credits_of=lambda batch: batch.credits_charged,
+            replay=_recorded_batch,
         )
-        batch = structure(payload, TemplateGenerationBatch)
-        hub = self._client.webhooks
-        if hub is not None and webhook_url is not None and hub.owns(webhook_url):
-            hub.expect(batch.ids)  # their waits can rely on the webhook and poll slowly
-        return batch
 
     async def list(
         self,

@@ -141,22 +141,30 @@ def add_control_routes(
         return _data(backend.get_generation(generation_id))
 
     def account_json() -> dict[str, Any]:
-        return {"credits": backend.credits, "free_tier_paused": backend.free_tier_paused}
+        return {
+            "credits": backend.credits,
+            "free_tier_paused": backend.free_tier_paused,
+            "history_completed_only": backend.history_completed_only,
+        }
 
     async def account(request: web.Request) -> web.Response:
         return _data(account_json())
 
     async def change_account(request: web.Request) -> web.Response:
         body = await _body(request)
-        credits, paused = body.get("credits"), body.get("free_tier_paused")
+        credits = body.get("credits")
         if credits is not None and (isinstance(credits, bool) or not isinstance(credits, int)):
             raise invalid("credits: must be an integer")
-        if paused is not None and not isinstance(paused, bool):
-            raise invalid("free_tier_paused: must be a boolean")
+        flags = {name: body.get(name) for name in ("free_tier_paused", "history_completed_only")}
+        for name, value in flags.items():
+            if value is not None and not isinstance(value, bool):
+                raise invalid(f"{name}: must be a boolean")
         if credits is not None:
             backend.credits = credits
-        if paused is not None:
-            backend.free_tier_paused = paused
+        if flags["free_tier_paused"] is not None:
+            backend.free_tier_paused = flags["free_tier_paused"]
+        if flags["history_completed_only"] is not None:
+            backend.history_completed_only = flags["history_completed_only"]
         return _data(account_json())
 
     async def deliveries(request: web.Request) -> web.Response:

@@ -50,6 +50,7 @@ class PrismBackend:
         video: bytes,
         fail_marker: str,
         scopes: tuple[str, ...],
+        history_completed_only: bool = False,
     ) -> None:
         self.api_key = api_key
         self.credits = credits
@@ -57,6 +58,8 @@ class PrismBackend:
         self.fail_marker = fail_marker
         self.scopes = scopes
         self.free_tier_paused = False
+        self.history_completed_only = history_completed_only
+        """When True, assets search lists a generation in ``history`` only once completed."""
         self.generations: dict[str, FakeGeneration] = {}
         self.templates: list[JSON] = [dict(t) for t in TEMPLATES]
         self.catalog = Catalog(clock=lambda: self.wall(self.now()))
@@ -296,24 +299,33 @@ class PrismBackend:
     # -- history -----------------------------------------------------------------------------
 
     def _history(self) -> list[JSON]:
-        now = self.now()
-        return [
-            {
-                "id": f"res_{g.id}",
-                "asset_id": f"asset_{g.id.removeprefix('gen_')}",
-                "asset_s3_key": f"{_HISTORY_PREFIX}{g.id}.mp4",
-                "asset_url": self.storage.video_url(g.id),
-                "asset_type": "video",
-                "prompt": g.prompt,
-                "model_name": g.model_name,
-                "published_at": None,
-                "created_at": int(self.wall(g.finished_at()) * 1000),
-                "metadata": {},
-                "source": "history",
-            }
-            for g in self.generations.values()
-            if g.status_at(now) == "completed"
-        ]
+        """The account's generations as ``history`` assets, in creation order.
+
+        Every generation is listed whatever its status (``asset_url`` only once completed),
+        unless :attr:`history_completed_only` keeps the unfinished and failed ones out.
+        """
+        now, items = self.now(), []
+        for g in self.generations.values():
+            status = g.status_at(now)
+            completed = status == "completed"
+            if self.history_completed_only and not completed:
+                continue
+            items.append(
+                {
+                    "id": g.id,
+                    "asset_id": f"asset_{g.id.removeprefix('gen_')}",
+                    "asset_s3_key": f"{_HISTORY_PREFIX}{g.id}.mp4",
+                    "asset_url": self.storage.video_url(g.id) if completed else None,
+                    "asset_type": "video",
+                    "prompt": g.prompt,
+                    "model_name": g.model_name,
+                    "published_at": None,
+                    "created_at": int(self.wall(g.created) * 1000),
+                    "metadata": {"status": status},
+                    "source": "history",
+                }
+            )
+        return items
 
     def search_assets(self, query: Mapping[str, str]) -> JSON:
         """``GET /api/assets/search``: community assets and this account's history."""

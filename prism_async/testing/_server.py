@@ -86,6 +86,10 @@ class FakePrismServer:
             (never shorter than the clip itself, about 4.5 KB).
         fail_marker: a prompt containing this text makes its generation fail when it finishes.
         scopes: the key's scopes; without ``templates:read`` every endpoint answers 403.
+        history_completed_only: assets search (``source=history``) lists every generation of
+            the account by default, whatever its status (``asset_url`` None until completed);
+            True lists a generation only once it has completed, as an API that shows only
+            finished work would.
     """
 
     api_key: _Kept[str] = _Kept("_backend", "The accepted API key.")
@@ -97,6 +101,9 @@ class FakePrismServer:
     scopes: _Kept[tuple[str, ...]] = _Kept("_backend", "The key's scopes.")
     free_tier_paused: _Kept[bool] = _Kept(
         "_backend", "When True, creating a generation answers ``503 free_tier_paused``."
+    )
+    history_completed_only: _Kept[bool] = _Kept(
+        "_backend", "When True, assets search lists only completed generations in history."
     )
     generations: _Kept[dict[str, FakeGeneration]] = _Kept("_backend", "Every generation, by id.")
     templates: _Kept[list[dict[str, Any]]] = _Kept("_backend", "The template catalogue.")
@@ -120,6 +127,7 @@ class FakePrismServer:
         video_bytes: int = 256 * 1024,
         fail_marker: str = "[fail]",
         scopes: tuple[str, ...] = ("templates:read",),
+        history_completed_only: bool = False,
     ) -> None:
         self._backend = PrismBackend(
             api_key=api_key,
@@ -129,6 +137,7 @@ class FakePrismServer:
             video=fake_video(video_bytes),
             fail_marker=fail_marker,
             scopes=scopes,
+            history_completed_only=history_completed_only,
         )
         self._storage = self._backend.storage
         self._catalog = self._backend.catalog

@@ -1,0 +1,304 @@
+"""Durable submissions: the rules of ``key=`` on a client with a ledger (any backend).
+
+One rule makes them safe: the row is committed as ``sending`` **before** the POST leaves the
+process. Whatever happens next (an answer, an error, a crash), a later call with the same key
+finds the row and never sends blindly: ``accepted``/``reconciled`` return the recorded batch,
+``rejected`` sends again, ``sending`` with a dead lease and ``ambiguous`` raise
+:class:`AmbiguousSubmissionError` until reconciled or resolved.
+
+Every state change is logged (logger ``prism_async.ledger``) with key, attempt, state and ids;
+ids are logged before they are committed, so even a failing ledger leaves a trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from ._errors import (
+    AmbiguousSubmissionError,
+    InvalidRequestError,
+    PrismError,
+    SubmissionConflictError,
+    SubmissionInFlightError,
+)
+from .ledger._base import Ledger
+from .ledger._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
+from .models.assets import Asset
+from .models.generations import Generation
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookEvent
+
+__all__ = ["Durable", "fingerprint"]
+
+logger = logging.getLogger("prism_async.ledger")
+
+T = TypeVar("T")
+S = SubmissionState
+RECONCILE_SLACK = timedelta(minutes=2)
+"""Clock skew allowed on either side of the reconciliation window."""
+
+
+def fingerprint(kind: str, body: dict[str, Any]) -> str:
+    """A hash of the request body exactly as it is sent (after normalisation)."""
+    text = json.dumps([kind, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _log(submission: Submission, level: int = logging.INFO, note: str = "") -> None:
+    ids = ",".join(submission.generation_ids) or "-"
+    logger.log(
+        level,
+        "ledger key=%r attempt=%d state=%s ids=%s%s",
+        submission.key,
+        submission.attempt,
+        submission.state,
+        ids,
+        f" ({note})" if note else "",
+        extra={
+            "prism_key": submission.key,
+            "prism_attempt": submission.attempt,
+            "prism_state": submission.state,
+            "prism_generation_ids": list(submission.generation_ids),
+        },
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled while the request was in flight"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+class Durable:
+    """The ledger rules for one client."""
+
+    def __init__(self, ledger: Ledger, *, timeout: float, lease_seconds: float = 60.0) -> None:
+        self.ledger = ledger
+        self.timeout = timeout
+        self.lease = timedelta(seconds=max(lease_seconds, timeout + 10.0))
+        self.owner = str(Owner.me())
+
+    # -- submitting --------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        key: str,
+        *,
+        kind: str,
+        body: dict[str, Any],
+        request: dict[str, Any],
+        send: Callable[[], Awaitable[T]],
+        ids_of: Callable[[T], list[str]],
+        credits_of: Callable[[T], float | None],
+        replay: Callable[[Submission], T],
+    ) -> T:
+        """Send ``body`` once for ``key`` across processes; see the module docstring."""
+        if not isinstance(key, str) or not key.strip():
+            raise InvalidRequestError("key", "must be a non-empty string")
+        claimed = await self._claim(key, kind, fingerprint(kind, body), request)
+        if claimed.done:
+            _log(claimed, logging.DEBUG, "recorded: not sent again")
+            return replay(claimed)
+        _log(claimed)
+        renewing = asyncio.create_task(self._renew(claimed))
+        try:
+            result = await send()
+        except BaseException as exc:
+            renewing.cancel()
+            maybe = exc.maybe_sent if isinstance(exc, PrismError) else True
+            ids = exc.generation_ids if isinstance(exc, PrismError) else ()
+            state = S.AMBIGUOUS if maybe else S.REJECTED
+            settle = self._settle(claimed, state=state, generation_ids=ids, error=_describe(exc))
+            with contextlib.suppress(Exception):  # the request's own error is what matters
+                await asyncio.shield(asyncio.ensure_future(settle))
+            raise
+        renewing.cancel()
+        await self._settle(
+            claimed,
+            state=S.ACCEPTED,
+            generation_ids=tuple(ids_of(result)),
+            credits_charged=credits_of(result),
+            error=None,
+        )
+        return result
+
+    async def _claim(self, key: str, kind: str, print_: str, request: dict[str, Any]) -> Submission:
+        """The row to send under (``sending``, leased to us) or a ``done`` one to replay."""
+        while True:
+            now = _now()
+            expires = now + self.lease
+            current = await self.ledger.get(key)
+            if current is None:
+                new = Submission(
+                    key=key,
+                    kind=kind,
+                    state=S.SENDING,
+                    attempt=1,
+                    fingerprint=print_,
+                    created_at=now,
+                    updated_at=now,
+                    sent_at=now,
+                    request=request,
+                    lease_owner=self.owner,
+                    lease_expires=expires,
+                )
+                if await self.ledger.insert(new):
+                    return new
+                continue
+            if current.fingerprint != print_:
+                raise SubmissionConflictError(key)
+            if current.done:
+                return current
+            if current.state == S.AMBIGUOUS:
+                raise AmbiguousSubmissionError(key, current)
+            if current.state == S.SENDING:
+                if lease_is_alive(current, now):
+                    raise SubmissionInFlightError(key)
+                dead = await self._change(current, state=S.AMBIGUOUS, error=_DEAD_LEASE)
+                if dead is not None:
+                    raise AmbiguousSubmissionError(key, dead)
+                continue
+            again = attrs.evolve(
+                current,
+                state=S.SENDING,
+                attempt=current.attempt + 1,
+                generation_ids=(),
+                sent_at=now,
+                updated_at=now,
+                error=None,
+                version=current.version + 1,
+                lease_owner=self.owner,
+                lease_expires=expires,
+            )
+            if await self.ledger.swap(current, again):
+                return again
+
+    async def _change(self, current: Submission, **changes: Any) -> Submission | None:
+        """Swap ``current`` for a changed copy; the new row, or None if it changed meanwhile."""
+        if changes.get("state") not in (None, S.SENDING):
+            changes.setdefault("lease_owner", None)
+            changes.setdefault("lease_expires", None)
+        new = attrs.evolve(current, updated_at=_now(), version=current.version + 1, **changes)
+        if new.state != current.state:
+            _log(new, logging.WARNING if new.state == S.AMBIGUOUS else logging.INFO)
+        return new if await self.ledger.swap(current, new) else None
+
+    async def _settle(self, claimed: Submission, **changes: Any) -> None:
+        """Record the outcome of our attempt, even if the row moved on (a stale lease that
+        another process marked ambiguous still gets the ids we learnt)."""
+        current: Submission | None = claimed
+        while current is not None:
+            if current.attempt != claimed.attempt or current.state not in (S.SENDING, S.AMBIGUOUS):
+                _log(current, logging.WARNING, f"outcome not recorded: {changes.get('state')}")
+                return
+            if await self._change(current, **changes) is not None:
+                return
+            current = await self.ledger.get(claimed.key)
+
+    async def _renew(self, claimed: Submission) -> None:
+        """Keep our lease alive while the POST is in flight."""
+        current = claimed
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            renewed = await self._change(current, lease_expires=_now() + self.lease)
+            if renewed is None:
+                return
+            current = renewed
+
+    # -- what waits and downloads learn ------------------------------------------------------
+
+    async def finished(self, generation: Generation) -> None:
+        """Record a terminal status."""
+        await self.ledger.record(
+            GenerationRecord(
+                generation.id,
+                status=generation.status,
+                error=generation.error,
+                completed_at=generation.completed_at,
+            )
+        )
+
+    async def downloaded(self, generation_id: str, path: str, size: int) -> None:
+        """Record a file renamed into place."""
+        await self.ledger.record(GenerationRecord(generation_id, path=path, size=size))
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def webhook_arrived(self, key: str, event: WebhookEvent) -> None:
+        """A verified webhook named ``key``: it settles the key if its answer was lost."""
+        current = await self.ledger.get(key)
+        if current is None or current.kind != "template" or current.done:
+            return
+        if current.state == S.SENDING and lease_is_alive(current, _now()):
+            return  # the answer is still on its way
+        if current.state in (S.SENDING, S.AMBIGUOUS):
+            ids = tuple(dict.fromkeys((*current.generation_ids, event.generation_id)))
+            await self._change(
+                current, state=S.RECONCILED, generation_ids=ids, error="settled by its webhook"
+            )
+
+    async def reconcile(
+        self, key: str, search: Callable[[str], AsyncIterator[Asset]]
+    ) -> Submission:
+        """Look for an ambiguous prompt submission's generations in the account's history."""
+        current = await self.ledger.get(key)
+        if current is None:
+            raise InvalidRequestError("key", f"no submission has the key {key!r}")
+        if current.state == S.SENDING:
+            if lease_is_alive(current, _now()):
+                raise SubmissionInFlightError(key)
+            current = await self._change(current, state=S.AMBIGUOUS, error=_DEAD_LEASE)
+            if current is None:
+                return await self.reconcile(key, search)
+        if current.state != S.AMBIGUOUS:
+            return current
+        if current.kind != "generation":
+            why = "a template submission is resolved by its webhook or by hand"
+            return await self._change(current, error=why) or current
+        prompt, model = current.request.get("prompt"), current.request.get("model_name")
+        count = int(current.request.get("count") or 1)
+        sent = current.sent_at or current.created_at
+        low = sent - RECONCILE_SLACK
+        high = sent + timedelta(seconds=self.timeout) + RECONCILE_SLACK
+        taken = await self.ledger.claimed_ids() - set(current.generation_ids)
+        found: list[Asset] = []
+        async for asset in search(str(prompt)):
+            if (
+                asset.prompt == prompt
+                and asset.model_name == model
+                and asset.created_at is not None
+                and low <= asset.created_at <= high
+                and asset.id not in taken
+            ):
+                found.append(asset)
+        found.sort(key=lambda a: (a.created_at, a.id))
+        ids = tuple(a.id for a in found)
+        if len(ids) == count and set(current.generation_ids) <= set(ids):
+            done = await self._change(current, state=S.RECONCILED, generation_ids=ids, error=None)
+            return done or await self.reconcile(key, search)
+        why = (
+            f"reconciliation found {len(ids)} of {count} generations with this prompt and "
+            f"model created between {low:%H:%M:%S} and {high:%H:%M:%S} UTC; the API may list a "
+            "generation only once it has finished: reconcile again later, or resolve by hand"
+        )
+        return await self._change(current, error=why) or current
+
+
+_DEAD_LEASE = (
+    "the process sending it stopped before its outcome was recorded: it may have been queued"
+)

@@ -1,0 +1,137 @@
+"""The :class:`Ledger` interface: a few atomic primitives every backend provides.
+
+The rules (who may send, what a later call with the same key does) are the SDK's, the same for
+every backend (:mod:`prism_async._durable`); a backend only stores rows and offers one atomic
+compare-and-set (:meth:`Ledger.swap`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+
+import attrs
+
+from .._errors import InvalidRequestError
+from ._model import GenerationRecord, Submission, SubmissionState, lease_is_alive
+
+__all__ = ["Ledger"]
+
+
+class Ledger(abc.ABC):
+    """Where durable submissions are kept (:class:`SQLiteLedger`, or your own backend).
+
+    Pass one to ``PrismClient(ledger=...)``; then ``key=`` on ``generations.create`` and
+    ``templates.generate`` makes a submission durable: its row is committed as ``sending``
+    before the POST leaves, and a later call with the same key (after a crash, in a retried
+    job, on another machine sharing the ledger) never sends it again.
+    """
+
+    # -- the primitives a backend provides ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Submission | None:
+        """The submission recorded for ``key``, or None."""
+
+    @abc.abstractmethod
+    def list(self, state: str | None = None) -> AsyncIterator[Submission]:
+        """Every submission (in the order keys were first seen), or those in ``state``."""
+
+    @abc.abstractmethod
+    async def insert(self, submission: Submission) -> bool:
+        """Add a submission for a new key; False (and no change) when the key exists."""
+
+    @abc.abstractmethod
+    async def swap(self, expected: Submission, new: Submission) -> bool:
+        """Atomically replace ``expected`` by ``new`` if the stored row is still ``expected``
+        (same ``version``); False (and no change) otherwise."""
+
+    @abc.abstractmethod
+    async def record(self, record: GenerationRecord) -> None:
+        """Add or update what is known of one generation (None fields keep their value)."""
+
+    @abc.abstractmethod
+    async def generation(self, generation_id: str) -> GenerationRecord | None:
+        """What is known of one generation, or None."""
+
+    @abc.abstractmethod
+    async def claimed_ids(self) -> set[str]:
+        """Every generation id some submission holds (reconciliation never claims them)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release the backend's resources."""
+
+    # -- built on them -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def resolve(
+        self,
+        key: str,
+        *,
+        generation_ids: Sequence[str] | None = None,
+        not_sent: bool = False,
+    ) -> Submission:
+        """Settle an ambiguous (or dead ``sending``) submission by hand.
+
+        ``generation_ids=[...]`` says what it queued (it becomes ``reconciled``);
+        ``not_sent=True`` says nothing was queued (it becomes ``rejected``, so the key may be
+        sent again). Exactly one of the two.
+
+        Raises:
+            InvalidRequestError: neither or both given, an unknown key, or a key that is not
+                ambiguous (or ``sending``).
+        """
+        if (generation_ids is None) == (not not_sent):
+            raise InvalidRequestError("generation_ids", "give generation_ids or not_sent=True")
+        ids = tuple(generation_ids or ())
+        if generation_ids is not None and (
+            not ids or not all(isinstance(i, str) and i.strip() for i in ids)
+        ):
+            raise InvalidRequestError("generation_ids", "must be non-empty generation ids")
+        while True:
+            current = await self.get(key)
+            if current is None:
+                raise InvalidRequestError("key", f"no submission has the key {key!r}")
+            if current.state == SubmissionState.SENDING and lease_is_alive(
+                current, datetime.now(UTC)
+            ):
+                raise InvalidRequestError("key", f"{key!r} is being sent by a live process")
+            if current.state not in (SubmissionState.AMBIGUOUS, SubmissionState.SENDING):
+                raise InvalidRequestError(
+                    "key", f"{key!r} is {current.state}, not ambiguous: nothing to resolve"
+                )
+            if generation_ids is not None:
+                new = attrs.evolve(
+                    current,
+                    state=SubmissionState.RECONCILED,
+                    generation_ids=ids,
+                    error="resolved by hand",
+                )
+            else:
+                new = attrs.evolve(
+                    current, state=SubmissionState.REJECTED, error="resolved by hand: not sent"
+                )
+            new = attrs.evolve(
+                new,
+                lease_owner=None,
+                lease_expires=None,
+                updated_at=datetime.now(UTC),
+                version=current.version + 1,
+            )
+            if await self.swap(current, new):
+                for generation_id in new.generation_ids if not not_sent else ():
+                    await self.record(GenerationRecord(generation_id, key=key))
+                return new

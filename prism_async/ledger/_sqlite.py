@@ -1,0 +1,230 @@
+"""SQLiteLedger: the embedded default, one file, safe for many processes on one machine.
+
+Standard library ``sqlite3`` on a thread of its own (never on the event loop), WAL journal,
+``synchronous=FULL`` (a commit is on disk before the call returns), every primitive a single
+statement (so atomic), and the compare-and-set an ``UPDATE ... WHERE version = ?``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from ._base import Ledger
+from ._model import GenerationRecord, Submission
+
+__all__ = ["SQLiteLedger"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS submissions (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    generation_ids TEXT NOT NULL,
+    credits_charged REAL,
+    sent_at REAL,
+    error TEXT,
+    request TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_expires REAL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS submissions_state ON submissions (state);
+CREATE TABLE IF NOT EXISTS generations (
+    id TEXT PRIMARY KEY,
+    key TEXT,
+    status TEXT,
+    error TEXT,
+    completed_at REAL,
+    path TEXT,
+    size INTEGER
+);
+"""
+_COLUMNS = (
+    "key, kind, state, attempt, fingerprint, created_at, updated_at, generation_ids, "
+    "credits_charged, sent_at, error, request, lease_owner, lease_expires, version"
+)
+_PAGE = 500
+
+
+def _seconds(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+def _moment(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _row(submission: Submission) -> tuple[Any, ...]:
+    s = submission
+    return (
+        s.key,
+        s.kind,
+        s.state,
+        s.attempt,
+        s.fingerprint,
+        s.created_at.timestamp(),
+        s.updated_at.timestamp(),
+        json.dumps(list(s.generation_ids)),
+        s.credits_charged,
+        _seconds(s.sent_at),
+        s.error,
+        json.dumps(s.request, sort_keys=True),
+        s.lease_owner,
+        _seconds(s.lease_expires),
+        s.version,
+    )
+
+
+def _submission(row: sqlite3.Row) -> Submission:
+    return Submission(
+        key=row["key"],
+        kind=row["kind"],
+        state=row["state"],
+        attempt=row["attempt"],
+        fingerprint=row["fingerprint"],
+        created_at=datetime.fromtimestamp(row["created_at"], tz=UTC),
+        updated_at=datetime.fromtimestamp(row["updated_at"], tz=UTC),
+        generation_ids=tuple(json.loads(row["generation_ids"])),
+        credits_charged=row["credits_charged"],
+        sent_at=_moment(row["sent_at"]),
+        error=row["error"],
+        request=json.loads(row["request"]),
+        lease_owner=row["lease_owner"],
+        lease_expires=_moment(row["lease_expires"]),
+        version=row["version"],
+    )
+
+
+class SQLiteLedger(Ledger):
+    """A ledger in one SQLite file (made when missing); share the file, not the object, between
+    processes. A client given it closes it when the client closes; a closed ledger opens
+    again on its next use.
+
+    Args:
+        path: the database file, e.g. ``"prism-ledger.db"``.
+        busy_timeout: seconds a write waits for another process's write to finish.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        self.path = os.fspath(path)
+        self._busy_ms = int(busy_timeout * 1000)
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({self.path!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-ledger")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, lambda: work(self._connect()))
+
+    async def get(self, key: str) -> Submission | None:
+        def read(db: sqlite3.Connection) -> Submission | None:
+            row = db.execute(f"SELECT {_COLUMNS} FROM submissions WHERE key = ?", (key,))
+            found = row.fetchone()
+            return None if found is None else _submission(found)
+
+        return await self._run(read)
+
+    async def list(self, state: str | None = None) -> AsyncIterator[Submission]:
+        after = 0
+        while True:
+
+            def page(db: sqlite3.Connection, after: int = after) -> list[sqlite3.Row]:
+                where = "rowid > ?" + ("" if state is None else " AND state = ?")
+                args = (after,) if state is None else (after, state)
+                query = f"SELECT rowid, {_COLUMNS} FROM submissions WHERE {where} ORDER BY rowid"
+                return db.execute(f"{query} LIMIT {_PAGE}", args).fetchall()
+
+            rows = await self._run(page)
+            for row in rows:
+                yield _submission(row)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1]["rowid"]
+
+    async def insert(self, submission: Submission) -> bool:
+        marks = ", ".join("?" * 15)
+        sql = f"INSERT OR IGNORE INTO submissions ({_COLUMNS}) VALUES ({marks})"
+        return await self._run(lambda db: db.execute(sql, _row(submission)).rowcount == 1)
+
+    async def swap(self, expected: Submission, new: Submission) -> bool:
+        if new.key != expected.key:
+            raise ValueError("swap keeps the key")
+        names = _COLUMNS.split(", ")
+        sets = ", ".join(f"{name} = ?" for name in names[1:])
+        sql = f"UPDATE submissions SET {sets} WHERE key = ? AND version = ?"
+        args = (*_row(new)[1:], expected.key, expected.version)
+        return await self._run(lambda db: db.execute(sql, args).rowcount == 1)
+
+    async def record(self, record: GenerationRecord) -> None:
+        r = record
+        sql = (
+            "INSERT INTO generations (id, key, status, error, completed_at, path, size) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "key = coalesce(excluded.key, key), status = coalesce(excluded.status, status), "
+            "error = coalesce(excluded.error, error), "
+            "completed_at = coalesce(excluded.completed_at, completed_at), "
+            "path = coalesce(excluded.path, path), size = coalesce(excluded.size, size)"
+        )
+        args = (r.id, r.key, r.status, r.error, _seconds(r.completed_at), r.path, r.size)
+        await self._run(lambda db: db.execute(sql, args))
+
+    async def generation(self, generation_id: str) -> GenerationRecord | None:
+        def read(db: sqlite3.Connection) -> GenerationRecord | None:
+            sql = "SELECT * FROM generations WHERE id = ?"
+            row = db.execute(sql, (generation_id,)).fetchone()
+            if row is None:
+                return None
+            fields = {k: row[k] for k in row.keys()}  # noqa: SIM118  (sqlite3.Row)
+            fields["completed_at"] = _moment(fields["completed_at"])
+            return GenerationRecord(**fields)
+
+        return await self._run(read)
+
+    async def claimed_ids(self) -> set[str]:
+        def read(db: sqlite3.Connection) -> set[str]:
+            rows = db.execute("SELECT generation_ids FROM submissions WHERE generation_ids != '[]'")
+            return {i for (ids,) in rows for i in json.loads(ids)}
+
+        return await self._run(read)
+
+    async def aclose(self) -> None:
+        """Close the database and its thread (idempotent; a later call opens them again)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(thread, close)
+        thread.shutdown(wait=False)
