@@ -12,6 +12,7 @@ Quick start::
 from ._client import PrismClient
 from ._converters import to_dict
 from ._errors import (
+    AmbiguousSubmissionError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
@@ -30,6 +31,8 @@ from ._errors import (
     PrismError,
     RateLimitError,
     ResponseValidationError,
+    SubmissionConflictError,
+    SubmissionInFlightError,
     WaitTimeoutError,
 )
 from ._retry import RetryPolicy
@@ -59,11 +62,13 @@ from .polling import (
     wait_for_generation,
     wait_for_generations,
 )
+from .runs import GenerationRequest, RunResult, TemplateRequest
 
 __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AmbiguousSubmissionError",
     "AsCompleted",
     "Asset",
     "AuthenticationError",
@@ -75,6 +80,7 @@ __all__ = [
     "GenerationBatch",
     "GenerationFailedError",
     "GenerationMetadata",
+    "GenerationRequest",
     "GenerationStatus",
     "InsufficientCreditsError",
     "InternalServerError",
@@ -94,9 +100,13 @@ __all__ = [
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
+    "RunResult",
+    "SubmissionConflictError",
+    "SubmissionInFlightError",
     "Template",
     "TemplateGeneration",
     "TemplateGenerationBatch",
+    "TemplateRequest",
     "TemplateVariable",
     "UploadedFile",
     "WaitTimeoutError",

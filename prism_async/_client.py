@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -28,6 +28,7 @@ from .polling import (
 )
 from .polling import wait_for_generations as _wait_for_generations
 from .resources import Assets, Characters, Generations, Templates, Uploads
+from .runs import GenerationRequest, RunResult, TemplateRequest, run
 
 if TYPE_CHECKING:
     from .ledger import Ledger, Submission
@@ -246,6 +247,50 @@ class PrismClient:
             return self.assets.iter_search(prompt, type="video", source="history", limit=60)
 
         return await self._durable.reconcile(key, search)
+
+    def run(
+        self,
+        requests: Iterable[GenerationRequest | TemplateRequest],
+        *,
+        run_id: str,
+        download_to: str | os.PathLike[str] | None = None,
+        concurrency: int = 8,
+        max_credits: float | None = None,
+        timeout: float | None = None,
+        poll: PollPolicy | None = None,
+    ) -> AsyncIterator[RunResult]:
+        """Run a resumable bulk job: submit, wait, download; yield results as they finish.
+
+        Needs a ledger. Each request is a durable submission keyed by its ``key`` or
+        ``f"{run_id}/{index}"``: at most ``concurrency`` POSTs are in flight, and running the
+        same code again resumes (accepted keys are not sent again, ambiguous ones are
+        reconciled first, downloaded videos are not downloaded again; stale ``.part`` files of
+        a killed run are removed). ``max_credits`` bounds what the run's keys are charged in
+        all (no submission starts that could pass it at the highest price seen); a 402 stops
+        further submissions, which come back ``skipped``.
+
+        Args:
+            requests: :class:`GenerationRequest` and :class:`TemplateRequest` objects.
+            run_id: names the run: the default keys derive from it.
+            download_to: a folder for the videos (``<id>.mp4``); None to skip downloads.
+            concurrency: submissions in flight at once.
+            max_credits: the most credits the run may be charged, or None.
+            timeout: seconds each wait may take (defaults to the poll policy's).
+            poll: pacing of the waits (defaults to the client's).
+
+        Yields:
+            One :class:`RunResult` per request, in the order they finish.
+        """
+        return run(
+            self,
+            requests,
+            run_id=run_id,
+            download_to=download_to,
+            concurrency=concurrency,
+            max_credits=max_credits,
+            timeout=timeout,
+            poll=poll,
+        )
 
     @property
     def closed(self) -> bool:

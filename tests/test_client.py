@@ -15,6 +15,12 @@ from tests import samples
 from tests.conftest import API, KEY, calls_to
 
 EXPECTED_PUBLIC = {
+    "AmbiguousSubmissionError",
+    "GenerationRequest",
+    "RunResult",
+    "SubmissionConflictError",
+    "SubmissionInFlightError",
+    "TemplateRequest",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",

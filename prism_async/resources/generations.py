@@ -45,15 +45,62 @@ OnQueued = Callable[[GenerationBatch], object] | Callable[[GenerationBatch], Awa
 """``on_queued``: a plain or async callable receiving the batch as soon as it is queued."""
 
 
+def safe_name(generation_id: str) -> str:
+    """A generation id as a file name (the video is ``<safe_name>.mp4``)."""
+    return _UNSAFE_FILENAME.sub("_", generation_id)
+
+
 def _prepare_destination(
     destination: str | os.PathLike[str], generation_id: str
 ) -> tuple[Path, Path]:
     """The final path (``<id>.mp4`` inside a directory) and a unique temporary path beside it."""
     target = Path(destination).expanduser()
     if target.is_dir() or str(destination).endswith(("/", os.sep)):
-        target = target / f"{_UNSAFE_FILENAME.sub('_', generation_id)}.mp4"
+        target = target / f"{safe_name(generation_id)}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
     return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+
+
+def generation_body(
+    *,
+    prompt: str,
+    model_name: str,
+    aspect_ratio: str | None = None,
+    duration: str | int | None = None,
+    resolution: str | None = None,
+    count: int | None = None,
+    has_audio: bool | None = None,
+    start_frame_key: str | None = None,
+    end_frame_key: str | None = None,
+    ingredient_image_keys: list[str] | None = None,
+    character_reference_image_keys: list[str] | None = None,
+    source_video_key: str | None = None,
+    reference_video_keys: list[str] | None = None,
+    audio_key: str | None = None,
+    template_id: str | None = None,
+) -> CreateGenerationRequest:
+    """The checked, normalised body of ``generations.create`` (InvalidRequestError if bad)."""
+    if has_audio is not None and not isinstance(has_audio, bool):
+        raise InvalidRequestError("has_audio", "must be True or False")
+    return CreateGenerationRequest(
+        prompt=check_text("prompt", prompt),
+        model_name=check_text("model_name", model_name),
+        aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
+        duration=normalize_duration(duration),
+        resolution=optional_text("resolution", resolution),
+        count=check_count(count),
+        has_audio=has_audio,
+        start_frame_key=optional_text("start_frame_key", start_frame_key),
+        end_frame_key=optional_text("end_frame_key", end_frame_key),
+        ingredient_image_keys=check_str_list("ingredient_image_keys", ingredient_image_keys),
+        character_reference_image_keys=check_str_list(
+            "character_reference_image_keys", character_reference_image_keys
+        ),
+        source_video_key=optional_text("source_video_key", source_video_key),
+        reference_video_keys=check_str_list("reference_video_keys", reference_video_keys),
+        audio_key=optional_text("audio_key", audio_key),
+        template_id=optional_text("template_id", template_id),
+    )
 
 
 def _recorded_batch(submission: Submission) -> GenerationBatch:
@@ -131,26 +178,22 @@ class Generations(Resource):
         durable = self._client._durable
         if key is not None and durable is None:
             raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
-        if has_audio is not None and not isinstance(has_audio, bool):
-            raise InvalidRequestError("has_audio", "must be True or False")
-        body = CreateGenerationRequest(
-            prompt=check_text("prompt", prompt),
-            model_name=check_text("model_name", model_name),
-            aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
-            duration=normalize_duration(duration),
-            resolution=optional_text("resolution", resolution),
-            count=check_count(count),
+        body = generation_body(
+            prompt=prompt,
+            model_name=model_name,
+            aspect_ratio=aspect_ratio,
+            duration=duration,
+            resolution=resolution,
+            count=count,
             has_audio=has_audio,
-            start_frame_key=optional_text("start_frame_key", start_frame_key),
-            end_frame_key=optional_text("end_frame_key", end_frame_key),
-            ingredient_image_keys=check_str_list("ingredient_image_keys", ingredient_image_keys),
-            character_reference_image_keys=check_str_list(
-                "character_reference_image_keys", character_reference_image_keys
-            ),
-            source_video_key=optional_text("source_video_key", source_video_key),
-            reference_video_keys=check_str_list("reference_video_keys", reference_video_keys),
-            audio_key=optional_text("audio_key", audio_key),
-            template_id=optional_text("template_id", template_id),
+            start_frame_key=start_frame_key,
+            end_frame_key=end_frame_key,
+            ingredient_image_keys=ingredient_image_keys,
+            character_reference_image_keys=character_reference_image_keys,
+            source_video_key=source_video_key,
+            reference_video_keys=reference_video_keys,
+            audio_key=audio_key,
+            template_id=template_id,
         )
         json_body = unstructure(body)
 

@@ -17,6 +17,25 @@ from ._base import Resource, page_params, paginate
 __all__ = ["Templates"]
 
 
+def template_body(
+    template_id: str,
+    variables: Mapping[str, str] | None,
+    character_variables: Mapping[str, str] | None,
+    webhook_url: str | None,
+) -> TemplateGenerateRequest:
+    """The checked body of ``templates.generate`` (InvalidRequestError if bad)."""
+    check_text("template_id", template_id)
+    return TemplateGenerateRequest(
+        variables=check_str_map("variables", variables if variables is not None else {}),
+        webhook_url=check_http_url("webhook_url", webhook_url),
+        character_variables=(
+            None
+            if character_variables is None
+            else check_str_map("character_variables", character_variables, allow_empty_values=False)
+        ),
+    )
+
+
 def _recorded_batch(submission: Submission) -> TemplateGenerationBatch:
     """The batch a ledger recorded for a key."""
     return TemplateGenerationBatch(
@@ -66,22 +85,11 @@ class Templates(Resource):
         durable = self._client._durable
         if key is not None and durable is None:
             raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
-        check_text("template_id", template_id)
         hub = self._client.webhooks
         keyed_url = webhook_url
         if key is not None and hub is not None and webhook_url and hub.owns(webhook_url):
             keyed_url = hub.url_with_key(webhook_url, key)
-        body = TemplateGenerateRequest(
-            variables=check_str_map("variables", variables if variables is not None else {}),
-            webhook_url=check_http_url("webhook_url", keyed_url),
-            character_variables=(
-                None
-                if character_variables is None
-                else check_str_map(
-                    "character_variables", character_variables, allow_empty_values=False
-                )
-            ),
-        )
+        body = template_body(template_id, variables, character_variables, keyed_url)
         json_body = unstructure(body)
 
         async def send() -> TemplateGenerationBatch:

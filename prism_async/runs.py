@@ -1,0 +1,337 @@
+"""Resumable bulk runs: ``prism.run(requests, run_id=...)`` on a client with a ledger.
+
+Each request becomes a durable submission (key: its own ``key`` or ``f"{run_id}/{index}"``),
+is waited for and downloaded, and comes back as one :class:`RunResult` as soon as it is
+finished. Running the same code again resumes: accepted keys are not sent again, ambiguous
+ones are reconciled first, and videos already downloaded are not downloaded again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from attrs import frozen
+
+from ._errors import (
+    AmbiguousSubmissionError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    PrismError,
+    SubmissionInFlightError,
+    WaitTimeoutError,
+)
+from .ledger._model import GenerationRecord
+from .models.generations import Generation, GenerationBatch
+from .models.templates import TemplateGenerationBatch
+from .polling import PollPolicy
+from .resources.generations import generation_body, safe_name
+from .resources.templates import template_body
+
+if TYPE_CHECKING:
+    from ._client import PrismClient
+    from ._durable import Durable
+
+__all__ = ["GenerationRequest", "RunResult", "TemplateRequest", "run"]
+
+
+@frozen
+class GenerationRequest:
+    """One ``generations.create`` of a run: the same keyword names, checked when built."""
+
+    prompt: str
+    model_name: str
+    aspect_ratio: str | None = None
+    duration: str | int | None = None
+    resolution: str | None = None
+    count: int | None = None
+    has_audio: bool | None = None
+    start_frame_key: str | None = None
+    end_frame_key: str | None = None
+    ingredient_image_keys: list[str] | None = None
+    character_reference_image_keys: list[str] | None = None
+    source_video_key: str | None = None
+    reference_video_keys: list[str] | None = None
+    audio_key: str | None = None
+    template_id: str | None = None
+    key: str | None = None
+    """The ledger key; ``f"{run_id}/{index}"`` when None."""
+
+    def __attrs_post_init__(self) -> None:
+        generation_body(**self.arguments())
+        _check_key(self.key)
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``generations.create`` (``key`` aside)."""
+        return {f.name: getattr(self, f.name) for f in attrs.fields(type(self)) if f.name != "key"}
+
+
+@frozen
+class TemplateRequest:
+    """One ``templates.generate`` of a run: the same keyword names, checked when built."""
+
+    template_id: str
+    variables: Mapping[str, str] | None = None
+    character_variables: Mapping[str, str] | None = None
+    webhook_url: str | None = None
+    key: str | None = None
+    """The ledger key; ``f"{run_id}/{index}"`` when None."""
+
+    def __attrs_post_init__(self) -> None:
+        template_body(self.template_id, self.variables, self.character_variables, self.webhook_url)
+        _check_key(self.key)
+
+
+@frozen
+class RunResult:
+    """What became of one request of a run.
+
+    ``state`` is ``downloaded``, ``completed`` (no ``download_to``, or its download failed:
+    see ``error``), ``failed``, ``ambiguous``, ``rejected``, ``timed_out`` or ``skipped``
+    (not submitted: credits exhausted or ``max_credits`` reached).
+    """
+
+    key: str
+    state: str
+    generations: tuple[Generation, ...] = ()
+    """The finished generations (completed and failed)."""
+    paths: tuple[Path, ...] = ()
+    """The downloaded videos."""
+    error: BaseException | None = None
+    """Why it did not end ``downloaded``/``completed``, if it did not."""
+
+
+Request = GenerationRequest | TemplateRequest
+
+
+def _check_key(key: str | None) -> None:
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise InvalidRequestError("key", "must be a non-empty string")
+
+
+class _Budget:
+    """``max_credits`` and the stop after a 402, shared by a run's submissions."""
+
+    def __init__(self, max_credits: float | None, charged: float, price: float) -> None:
+        self.max_credits = max_credits
+        self.charged = charged
+        self.price = price  # the highest price seen
+        self.in_flight = 0
+        self.stopped = False
+        self.changed = asyncio.Condition()
+
+    async def reserve(self) -> bool:
+        """Whether one more submission may start now (it waits while prices are unknown)."""
+        async with self.changed:
+            while True:
+                if self.stopped:
+                    return False
+                if self.max_credits is None:
+                    break
+                if self.price == 0.0 and self.in_flight:
+                    await self.changed.wait()  # no price seen yet: one submission at a time
+                    continue
+                if self.charged + (self.in_flight + 1) * self.price > self.max_credits:
+                    return False
+                break
+            self.in_flight += 1
+            return True
+
+    async def release(self, charged: float | None, *, stop: bool = False) -> None:
+        async with self.changed:
+            self.in_flight -= 1
+            if charged:
+                self.charged += charged
+                self.price = max(self.price, charged)
+            self.stopped = self.stopped or stop
+            self.changed.notify_all()
+
+
+async def _charged_before(durable: Durable, keys: list[str]) -> tuple[float, float]:
+    """What the run's keys were charged so far, and the highest price among them."""
+    total = highest = 0.0
+    for key in keys:
+        submission = await durable.ledger.get(key)
+        if submission is not None and submission.done:
+            total += submission.credits_charged or 0.0
+            highest = max(highest, submission.credits_charged or 0.0)
+    return total, highest
+
+
+async def run(
+    prism: PrismClient,
+    requests: Iterable[Request],
+    *,
+    run_id: str,
+    download_to: str | os.PathLike[str] | None = None,
+    concurrency: int = 8,
+    max_credits: float | None = None,
+    timeout: float | None = None,
+    poll: PollPolicy | None = None,
+) -> AsyncIterator[RunResult]:
+    """Submit, wait for and download every request; yield each :class:`RunResult` as it ends.
+
+    See :meth:`PrismClient.run <prism_async.PrismClient.run>`.
+    """
+    durable = prism._durable
+    if durable is None:
+        raise InvalidRequestError("ledger", "prism.run needs PrismClient(ledger=...)")
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise InvalidRequestError("run_id", "must be a non-empty string")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidRequestError("concurrency", "must be an integer of at least 1")
+    if max_credits is not None and (isinstance(max_credits, bool) or max_credits < 0):
+        raise InvalidRequestError("max_credits", "must be 0 or more")
+    items = list(requests)
+    for index, request in enumerate(items):
+        if not isinstance(request, GenerationRequest | TemplateRequest):
+            raise InvalidRequestError(
+                f"requests[{index}]", "must be a GenerationRequest or a TemplateRequest"
+            )
+    keys = [r.key or f"{run_id}/{i}" for i, r in enumerate(items)]
+    if len(set(keys)) != len(keys):
+        raise InvalidRequestError("requests", "two requests have the same key")
+    folder = None if download_to is None else await asyncio.to_thread(_make_folder, download_to)
+    budget = _Budget(max_credits, *await _charged_before(durable, keys))
+    slots = asyncio.Semaphore(concurrency)
+    job = _Job(prism, durable, budget, slots, folder, timeout, poll)
+    results: asyncio.Queue[RunResult] = asyncio.Queue()
+
+    async def one(key: str, request: Request) -> None:
+        results.put_nowait(await job.run_one(key, request))
+
+    tasks = [asyncio.create_task(one(k, r)) for k, r in zip(keys, items, strict=True)]
+    try:
+        for _ in tasks:
+            yield await results.get()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@attrs.define
+class _Job:
+    prism: PrismClient
+    durable: Durable
+    budget: _Budget
+    slots: asyncio.Semaphore
+    folder: Path | None
+    timeout: float | None
+    poll: PollPolicy | None
+
+    async def run_one(self, key: str, request: Request) -> RunResult:
+        try:
+            ids = await self._submit(key, request)
+        except _Ended as ended:
+            return ended.result
+        return await self._finish(key, ids)
+
+    async def _submit(self, key: str, request: Request) -> list[str]:
+        recorded = await self.durable.ledger.get(key)
+        if recorded is not None and recorded.state in ("ambiguous", "sending"):
+            try:
+                recorded = await self.prism.reconcile(key)
+            except PrismError as exc:
+                raise _Ended(RunResult(key, "ambiguous", error=exc)) from None
+        if recorded is not None and recorded.done:
+            return list(recorded.generation_ids)
+        async with self.slots:
+            if not await self.budget.reserve():
+                raise _Ended(RunResult(key, "skipped"))
+            charged: float | None = None
+            stop = False
+            try:
+                batch = await self._send(key, request)
+                charged = (
+                    batch.metadata.credits_charged
+                    if isinstance(batch, GenerationBatch)
+                    else batch.credits_charged
+                )
+                return batch.ids
+            except (AmbiguousSubmissionError, SubmissionInFlightError) as exc:
+                raise _Ended(RunResult(key, "ambiguous", error=exc)) from None
+            except PrismError as exc:
+                stop = isinstance(exc, InsufficientCreditsError)
+                state = "ambiguous" if exc.maybe_sent else "rejected"
+                raise _Ended(RunResult(key, state, error=exc)) from None
+            finally:
+                await self.budget.release(charged, stop=stop)
+
+    async def _send(self, key: str, request: Request) -> GenerationBatch | TemplateGenerationBatch:
+        if isinstance(request, GenerationRequest):
+            return await self.prism.generations.create(key=key, **request.arguments())
+        return await self.prism.templates.generate(
+            request.template_id,
+            variables=request.variables,
+            character_variables=request.character_variables,
+            webhook_url=request.webhook_url,
+            key=key,
+        )
+
+    async def _finish(self, key: str, ids: list[str]) -> RunResult:
+        outcomes = await self.prism.wait_for_generations(
+            ids, timeout=self.timeout, poll=self.poll, return_exceptions=True
+        )
+        finished: list[Generation] = []
+        error: BaseException | None = None
+        state = "completed"
+        for outcome in outcomes:
+            if isinstance(outcome, Generation):
+                finished.append(outcome)
+            elif isinstance(outcome, GenerationFailedError):
+                finished.append(outcome.generation)
+                state, error = "failed", outcome
+            elif isinstance(outcome, WaitTimeoutError):
+                state, error = ("timed_out" if state == "completed" else state), outcome
+            else:
+                raise outcome
+        if self.folder is None or state == "timed_out":
+            return RunResult(key, state, tuple(finished), error=error)
+        paths: list[Path] = []
+        try:
+            for generation in finished:
+                if generation.is_completed:
+                    paths.append(await self._download(generation, self.folder))
+        except PrismError as exc:
+            return RunResult(key, state, tuple(finished), tuple(paths), error or exc)
+        state = "downloaded" if state == "completed" else state
+        return RunResult(key, state, tuple(finished), tuple(paths), error)
+
+    async def _download(self, generation: Generation, folder: Path) -> Path:
+        record = await self.durable.ledger.generation(generation.id)
+        done = await asyncio.to_thread(_already_downloaded, record, folder, generation.id)
+        return done or await self.prism.generations.download(generation, folder)
+
+
+def _make_folder(download_to: str | os.PathLike[str]) -> Path:
+    folder = Path(download_to).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _already_downloaded(
+    record: GenerationRecord | None, folder: Path, generation_id: str
+) -> Path | None:
+    """The file a previous run downloaded (present, right size), or None after removing the
+    temporary files a process killed mid-download left."""
+    if record is not None and record.path is not None and record.size is not None:
+        done = Path(record.path)
+        if done.is_file() and done.stat().st_size == record.size:
+            return done
+    for stale in folder.glob(f".{safe_name(generation_id)}.mp4.*.part"):
+        stale.unlink(missing_ok=True)
+    return None
+
+
+class _Ended(Exception):
+    """A request's run ended before waiting: carries its result."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.state)
+        self.result = result
