@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -258,7 +258,7 @@ class PrismClient:
         max_credits: float | None = None,
         timeout: float | None = None,
         poll: PollPolicy | None = None,
-    ) -> AsyncIterator[RunResult]:
+    ) -> AsyncGenerator[RunResult, None]:
         """Run a resumable bulk job: submit, wait, download; yield results as they finish.
 
         Needs a ledger. Each request is a durable submission keyed by its ``key`` or
@@ -279,7 +279,8 @@ class PrismClient:
             poll: pacing of the waits (defaults to the client's).
 
         Yields:
-            One :class:`RunResult` per request, in the order they finish.
+            One :class:`RunResult` per request, in the order they finish. Leave early with
+            ``contextlib.aclosing(prism.run(...))``: closing it stops the run's work.
         """
         return run(
             self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,7 +173,7 @@ async def run(
     max_credits: float | None = None,
     timeout: float | None = None,
     poll: PollPolicy | None = None,
-) -> AsyncIterator[RunResult]:
+) -> AsyncGenerator[RunResult, None]:
     """Submit, wait for and download every request; yield each :class:`RunResult` as it ends.
 
     See :meth:`PrismClient.run <prism_async.PrismClient.run>`.
