@@ -30,6 +30,7 @@ from ._errors import (
     SubmissionConflictError,
     SubmissionInFlightError,
 )
+from ._rules import QUERY_MIN_LENGTH
 from .ledger._base import Ledger
 from .ledger._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
 from .models.assets import Asset
@@ -157,7 +158,7 @@ class Durable:
                     lease_owner=self.owner,
                     lease_expires=expires,
                 )
-                if await self.ledger.insert(new):
+                if await self._commit(self.ledger.insert(new), new):
                     return new
                 continue
             if current.fingerprint != print_:
@@ -185,8 +186,25 @@ class Durable:
                 lease_owner=self.owner,
                 lease_expires=expires,
             )
-            if await self.ledger.swap(current, again):
+            if await self._commit(self.ledger.swap(current, again), again):
                 return again
+
+    async def _commit(self, write: Awaitable[bool], row: Submission) -> bool:
+        """Commit our ``sending`` row. Cancelled meanwhile (the write may still land), the POST
+        never leaves: a row of ours is made ``rejected``, not left leased to a live process
+        (SubmissionInFlightError, then ambiguous, for a request that was never sent)."""
+        try:
+            return await write
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.ensure_future(self._unclaim(row)))
+            raise
+
+    async def _unclaim(self, row: Submission) -> None:
+        current = await self.ledger.get(row.key)
+        mine = ("state", "attempt", "version", "lease_owner", "lease_expires", "sent_at")
+        if current is not None and all(getattr(current, f) == getattr(row, f) for f in mine):
+            await self._change(current, state=S.REJECTED, error="cancelled before it was sent")
 
     async def _change(self, current: Submission, **changes: Any) -> Submission | None:
         """Swap ``current`` for a changed copy; the new row, or None if it changed meanwhile."""
@@ -271,6 +289,9 @@ class Durable:
             why = "a template submission is resolved by its webhook or by hand"
             return await self._change(current, error=why) or current
         prompt, model = current.request.get("prompt"), current.request.get("model_name")
+        if len(str(prompt).strip()) < QUERY_MIN_LENGTH:  # the history search would refuse it
+            why = "its prompt is too short to search the history for: resolve it by hand"
+            return await self._change(current, error=why) or current
         count = int(current.request.get("count") or 1)
         sent = current.sent_at or current.created_at
         low = sent - RECONCILE_SLACK

@@ -121,28 +121,33 @@ class SQLiteLedger(Ledger):
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
         self.path = os.fspath(path)
         self._busy_ms = int(busy_timeout * 1000)
-        self._db: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        # A thread of its own and the connection only that thread uses (made on first use).
+        self._worker: tuple[ThreadPoolExecutor, list[sqlite3.Connection]] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
 
     def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = FULL")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = FULL")
+        db.executescript(_SCHEMA)
+        return db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-ledger")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, lambda: work(self._connect()))
+        if self._worker is None:
+            thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-ledger")
+            self._worker = (thread, [])
+        thread, held = self._worker
+
+        def call() -> T:
+            if not held:
+                held.append(self._connect())
+            return work(held[0])
+
+        return await asyncio.get_running_loop().run_in_executor(thread, call)
 
     async def get(self, key: str) -> Submission | None:
         def read(db: sqlite3.Connection) -> Submission | None:
@@ -217,14 +222,16 @@ class SQLiteLedger(Ledger):
 
     async def aclose(self) -> None:
         """Close the database and its thread (idempotent; a later call opens them again)."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        # Detached at once: a call made meanwhile gets a new thread and connection, while
+        # calls already queued on the old thread run (on the old connection) before it closes.
+        worker, self._worker = self._worker, None
+        if worker is None:
             return
+        thread, held = worker
 
         def close() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            while held:
+                held.pop().close()
 
         await asyncio.get_running_loop().run_in_executor(thread, close)
         thread.shutdown(wait=False)
