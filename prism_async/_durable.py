@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -92,7 +93,14 @@ class Durable:
         self.ledger = ledger
         self.timeout = timeout
         self.lease = timedelta(seconds=max(lease_seconds, timeout + 10.0))
-        self.owner = str(Owner.me())
+        self._owner = (os.getpid(), str(Owner.me()))
+
+    @property
+    def owner(self) -> str:
+        """This process as a lease owner (computed again in a forked child)."""
+        if self._owner[0] != os.getpid():
+            self._owner = (os.getpid(), str(Owner.me()))
+        return self._owner[1]
 
     # -- submitting --------------------------------------------------------------------------
 
@@ -233,7 +241,11 @@ class Durable:
         current = claimed
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
-            renewed = await self._change(current, lease_expires=_now() + self.lease)
+            try:
+                renewed = await self._change(current, lease_expires=_now() + self.lease)
+            except Exception as exc:  # the POST goes on; the lease may lapse, never the money
+                logger.warning("ledger key=%r: could not renew the lease: %s", claimed.key, exc)
+                return
             if renewed is None:
                 return
             current = renewed

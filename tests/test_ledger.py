@@ -248,6 +248,17 @@ async def test_duration_8_and_8s_are_the_same_request(
     assert server.requests_to("POST", CREATE_PATH)[0].json["duration"] == "8s"
 
 
+async def test_count_1_and_no_count_are_the_same_request(
+    prism: PrismClient, server: FakePrismServer
+) -> None:
+    """An omitted count is one video: the same intent as ``count=1``, but not as ``count=2``."""
+    first = await create(prism, "k")
+    assert (await create(prism, "k", count=1)).ids == first.ids
+    with pytest.raises(SubmissionConflictError):
+        await create(prism, "k", count=2)
+    assert posts(server) == 1
+
+
 async def test_a_key_is_one_intent_across_kinds(
     prism: PrismClient, server: FakePrismServer
 ) -> None:

@@ -252,14 +252,24 @@ async def test_resolve_with_generation_ids_reconciles(ledger: Ledger) -> None:
 async def test_resolve_not_sent_rejects(ledger: Ledger) -> None:
     """``not_sent=True`` makes an ambiguous row ``rejected`` (it may be sent again), with no
     generation recorded."""
-    await ledger.insert(make_submission("k", state=S.AMBIGUOUS, generation_ids=("gen_a",)))
+    await ledger.insert(make_submission("k", state=S.AMBIGUOUS))
     resolved = await ledger.resolve("k", not_sent=True)
     assert resolved.state == S.REJECTED
     assert not resolved.done
     assert resolved.error is not None
     assert "not sent" in resolved.error
     assert await ledger.get("k") == resolved
-    assert await ledger.generation("gen_a") is None
+
+
+async def test_resolve_not_sent_is_refused_when_ids_are_known(ledger: Ledger) -> None:
+    """A row whose answer showed ids did queue them: "not sent" would pay for them twice."""
+    row = make_submission("k", state=S.AMBIGUOUS, generation_ids=("gen_a",))
+    await ledger.insert(row)
+    with pytest.raises(InvalidRequestError) as info:
+        await ledger.resolve("k", not_sent=True)
+    assert info.value.field == "not_sent"
+    assert "gen_a" in str(info.value)
+    assert await ledger.get("k") == row
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,6 @@ from .._errors import (
 from ..polling import PollPolicy
 from ._context import Context
 from ._registry import (
-    COMMANDS,
     EXIT_API,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -35,6 +34,7 @@ from ._registry import (
     Parser,
     UsageError,
     add_commands,
+    find_command,
 )
 from ._ui import UI
 
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, ui: UI) -> int:
     """Give the command the client it declared (none, the API, or an embedded fake); run it."""
-    declared = COMMANDS[args.command]
+    declared = find_command(args)
+    assert declared.handler is not None  # a group's subcommand is always given
     if declared.client == "none":
         return await declared.handler(Context(args, ui))
     if args.timeout is not None and args.timeout <= 0:
@@ -103,7 +104,10 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
                     "--api-key: no API key; pass --api-key or set PRISM_API_KEY (or try --fake)"
                 )
             base_url, poll = args.base_url, PollPolicy()
-        prism = await stack.enter_async_context(PrismClient(api_key, base_url=base_url, poll=poll))
+        extra = declared.client_options(args) if declared.client_options is not None else {}
+        prism = await stack.enter_async_context(
+            PrismClient(api_key, base_url=base_url, poll=poll, **extra)
+        )
         return await declared.handler(Context(args, ui, prism=prism, fake=fake))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"prism-async: error: {exc}\nTry 'prism-async --help'.", file=sys.stderr)
         return EXIT_USAGE
-    declared = COMMANDS[args.command]
+    declared = find_command(args)
     ui = UI(json_mode=args.json)
     if args.verbose:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

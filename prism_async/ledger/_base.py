@@ -113,6 +113,12 @@ class Ledger(abc.ABC):
                 raise InvalidRequestError(
                     "key", f"{key!r} is {current.state}, not ambiguous: nothing to resolve"
                 )
+            if not_sent and current.generation_ids:
+                raise InvalidRequestError(
+                    "not_sent",
+                    f"{key!r} is known to have queued {', '.join(current.generation_ids)}: "
+                    "resolve it with generation_ids",
+                )
             if generation_ids is not None:
                 new = attrs.evolve(
                     current,

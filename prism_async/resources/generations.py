@@ -206,7 +206,7 @@ class Generations(Resource):
         return await durable.submit(
             key,
             kind="generation",
-            body=json_body,
+            body={"count": 1, **json_body},  # an omitted count is one video: the same request
             request={"prompt": body.prompt, "model_name": body.model_name, "count": body.count},
             send=send,
             ids_of=lambda batch: batch.ids,
