@@ -306,7 +306,12 @@ class _Job:
     async def _download(self, generation: Generation, folder: Path) -> Path:
         record = await self.durable.ledger.generation(generation.id)
         done = await asyncio.to_thread(_already_downloaded, record, folder, generation.id)
-        return done or await self.prism.generations.download(generation, folder)
+        if done is None:
+            return await self.prism.generations.download(generation, folder)
+        if record is None or record.path is None:
+            size = await asyncio.to_thread(lambda: done.stat().st_size)
+            await self.durable.downloaded(generation.id, str(done), size)
+        return done
 
 
 def _make_folder(download_to: str | os.PathLike[str]) -> Path:
@@ -319,14 +324,19 @@ def _already_downloaded(
     record: GenerationRecord | None, folder: Path, generation_id: str
 ) -> Path | None:
     """The file a previous run downloaded (present, right size), or None after removing the
-    temporary files a process killed mid-download left."""
+    temporary files a process killed mid-download left.
+
+    ``<id>.mp4`` in the folder counts even unrecorded: a download is renamed into place only
+    once complete, so it is a process killed between the rename and the ledger's record.
+    """
     if record is not None and record.path is not None and record.size is not None:
         done = Path(record.path)
         if done.is_file() and done.stat().st_size == record.size:
             return done
     for stale in folder.glob(f".{safe_name(generation_id)}.mp4.*.part"):
         stale.unlink(missing_ok=True)
-    return None
+    final = folder / f"{safe_name(generation_id)}.mp4"
+    return final if final.is_file() and final.stat().st_size > 0 else None
 
 
 class _Ended(Exception):

@@ -97,11 +97,18 @@ async def test_without_a_folder_results_are_completed_and_a_later_run_downloads(
     folder.mkdir()
     stale = folder / f".{ids[0]}.mp4.dead.part"
     stale.write_bytes(b"left by a killed process")
+    # renamed into place, then killed before the ledger recorded it: not fetched again
+    (folder / f"{ids[1]}.mp4").write_bytes(fake.video)
     again = await run_all(fake, tmp_path / "l.db", prompts(2), download_to=folder)
     assert {r.state for r in again.values()} == {"downloaded"}
-    assert posts(fake) == 2
+    assert (posts(fake), downloads(fake)) == (2, 1)
     assert not stale.exists()
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.mp4" for i in ids)
+    async with client(fake, tmp_path / "l.db") as prism:
+        assert prism.ledger is not None
+        recorded = await prism.ledger.generation(ids[1])
+        assert recorded is not None
+        assert (recorded.path, recorded.size) == (str(folder / f"{ids[1]}.mp4"), len(fake.video))
 
 
 async def test_max_credits_is_never_passed_even_across_resumes(
