@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -16,6 +16,7 @@ from aioresponses import aioresponses
 
 from prism_async import PrismClient, RetryPolicy, _waiter
 from prism_async.testing import FakePrismServer
+from tests.redis_server import RedisServer
 
 
 class _NoStreamWriter:
@@ -237,3 +238,13 @@ async def cancel_in_flight(
         with pytest.raises(asyncio.CancelledError) as info:
             await task
     return info.value, received
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server for the session (AOF on, fsync always), on a free loopback port."""
+    server = RedisServer()
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from prism_async.ledger import Ledger, SQLiteLedger, Submission, SubmissionState
+from prism_async.ledger import Ledger, RedisLedger, SQLiteLedger, Submission, SubmissionState
 from prism_async.ledger._model import Owner
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,16 +49,28 @@ def open_ledger(spec: dict[str, str]) -> Ledger:
     """A ledger object on the store ``spec`` describes (in any process)."""
     if spec["backend"] == "sqlite":
         return SQLiteLedger(spec["path"])
+    if spec["backend"] == "redis":
+        return RedisLedger(spec["url"], prefix=spec["prefix"])
     raise ValueError(f"unknown ledger backend {spec['backend']!r}")
 
 
-def sqlite_store(tmp_path: Path) -> Store:
+def sqlite_store(tmp_path: Path, redis_url: Callable[[], str]) -> Store:
     """A SQLite file in the test's temporary directory."""
     return Store("sqlite", {"backend": "sqlite", "path": str(tmp_path / "ledger.db")})
 
 
-STORES: dict[str, Callable[[Path], Store]] = {"sqlite": sqlite_store}
-"""Every backend the suite runs on: name -> factory of an empty store."""
+def redis_store(tmp_path: Path, redis_url: Callable[[], str]) -> Store:
+    """A key prefix of its own on the session's Redis server."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    return Store("redis", {"backend": "redis", "url": redis_url(), "prefix": prefix})
+
+
+STORES: dict[str, Callable[[Path, Callable[[], str]], Store]] = {
+    "sqlite": sqlite_store,
+    "redis": redis_store,
+}
+"""Every backend the suite runs on: name -> factory of an empty store (given a temporary
+directory and a function returning the session's Redis URL, started on first use)."""
 
 
 def make_submission(

@@ -1,7 +1,7 @@
 """The Ledger primitives, the same for every backend (design.md, "Durable submissions").
 
-Every test runs on each backend of ``tests.ledger_helpers.STORES`` (today SQLite in a temporary
-file): ``get``, ``list``, ``insert``, ``swap`` (the compare-and-set), ``record``,
+Every test runs on each backend of ``tests.ledger_helpers.STORES`` (SQLite in a temporary
+file, and a key prefix of its own on a real redis-server): ``get``, ``list``, ``insert``, ``swap`` (the compare-and-set), ``record``,
 ``generation``, ``claimed_ids``, ``aclose``, and ``resolve`` built on them. The race tests
 check that exactly one of many contenders wins a swap: tasks on one object, tasks on objects
 of their own, and OS processes.
@@ -10,6 +10,7 @@ of their own, and OS processes.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +20,7 @@ import attrs
 import pytest
 
 from prism_async import InvalidRequestError
-from prism_async.ledger import GenerationRecord, Ledger, SubmissionState
+from prism_async.ledger import GenerationRecord, Ledger, RedisLedger, SubmissionState
 from prism_async.ledger._model import Owner
 from tests.ledger_helpers import (
     ROOT,
@@ -30,6 +31,7 @@ from tests.ledger_helpers import (
     make_submission,
     race_command,
 )
+from tests.redis_server import RedisServer
 
 S = SubmissionState
 
@@ -37,7 +39,7 @@ S = SubmissionState
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """An empty store of each backend."""
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](tmp_path, lambda: str(request.getfixturevalue("redis_url")))
 
 
 @pytest.fixture
@@ -553,3 +555,36 @@ def test_a_submission_is_frozen() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         row.state = S.REJECTED  # type: ignore[misc]
     assert row.state == S.ACCEPTED
+
+
+# -- Redis specifics -----------------------------------------------------------------------------
+
+
+async def test_redis_warns_when_the_server_may_lose_writes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Money-safe use needs appendonly yes + appendfsync always: said once, at first use."""
+    careless = RedisServer(appendonly=False)
+    try:
+        ledger = RedisLedger(careless.url, prefix="warn:")
+        with caplog.at_level(logging.WARNING, logger="prism_async.ledger"):
+            assert await ledger.get("k") is None
+            assert await ledger.get("k") is None
+        await ledger.aclose()
+    finally:
+        careless.stop()
+    warnings = [r.getMessage() for r in caplog.records if "appendfsync" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "appendonly=no" in warnings[0]
+    assert "appendfsync always" in warnings[0]
+
+
+async def test_redis_is_quiet_on_a_safe_server(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = RedisLedger(redis_url, prefix=f"quiet:{id(caplog)}:")
+    with caplog.at_level(logging.WARNING, logger="prism_async.ledger"):
+        await ledger.insert(make_submission("k"))
+    await ledger.aclose()
+    assert caplog.records == []
+    assert "redis://" not in repr(ledger)  # the URL may carry a password

@@ -21,16 +21,29 @@ from ._base import Ledger
 from ._model import GenerationRecord, Submission, SubmissionState
 
 if TYPE_CHECKING:
+    from ._redis import RedisLedger
     from ._sqlite import SQLiteLedger
 
 
 def __getattr__(name: str) -> Any:
-    # SQLiteLedger is imported on first use: ``import prism_async`` stays free of sqlite3.
+    # The backends are imported on first use: ``import prism_async`` stays free of sqlite3,
+    # and RedisLedger needs the ``redis`` extra only when it is used.
     if name == "SQLiteLedger":
         from ._sqlite import SQLiteLedger
 
         return SQLiteLedger
+    if name == "RedisLedger":
+        from ._redis import RedisLedger
+
+        return RedisLedger
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["GenerationRecord", "Ledger", "SQLiteLedger", "Submission", "SubmissionState"]
+__all__ = [
+    "GenerationRecord",
+    "Ledger",
+    "RedisLedger",
+    "SQLiteLedger",
+    "Submission",
+    "SubmissionState",
+]

@@ -1,0 +1,209 @@
+"""RedisLedger: the same ledger on Redis, for a fleet of processes on many machines.
+
+redis-py's asyncio client (``pip install "prism-async[redis]"``). Each submission is a hash
+(``v``: its version, ``doc``: the row as JSON); every primitive that changes more than one key
+is one Lua script, so it is atomic; the compare-and-set compares ``v``. Money-safe use needs
+the server to fsync every write (``appendonly yes``, ``appendfsync always``): the ledger checks
+at first use and logs a WARNING when the server says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import attrs
+from redis import asyncio as redis
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+from ._base import Ledger
+from ._model import GenerationRecord, Submission
+
+__all__ = ["RedisLedger"]
+
+logger = logging.getLogger("prism_async.ledger")
+
+_PAGE = 500
+
+# KEYS: row, order, claimed; ARGV: version, doc, seq member, ids json
+_INSERT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
+local seq = redis.call('INCR', KEYS[2] .. ':seq')
+redis.call('ZADD', KEYS[2], seq, ARGV[3])
+for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', KEYS[3], id) end
+return 1
+"""
+
+# KEYS: row, claimed; ARGV: expected version, new version, doc, old ids json, new ids json
+_SWAP = """
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])
+for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SREM', KEYS[2], id) end
+for _, id in ipairs(cjson.decode(ARGV[5])) do redis.call('SADD', KEYS[2], id) end
+return 1
+"""
+
+_TIMES = ("created_at", "updated_at", "sent_at", "lease_expires")
+
+
+def _encode(submission: Submission) -> str:
+    fields = attrs.asdict(submission, recurse=False)
+    for name in _TIMES:
+        moment = fields[name]
+        fields[name] = None if moment is None else moment.timestamp()
+    fields["generation_ids"] = list(submission.generation_ids)
+    return json.dumps(fields, sort_keys=True)
+
+
+def _decode(doc: str | bytes) -> Submission:
+    fields: dict[str, Any] = json.loads(doc)
+    for name in _TIMES:
+        seconds = fields[name]
+        fields[name] = None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
+    fields["generation_ids"] = tuple(fields["generation_ids"])
+    return Submission(**fields)
+
+
+class RedisLedger(Ledger):
+    """A ledger on a Redis server shared by every process of a fleet.
+
+    Args:
+        url: e.g. ``redis://localhost:6379/0`` (``rediss://`` for TLS).
+        prefix: the prefix of every Redis key it uses (one ledger per prefix).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "prism:ledger:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client: redis.Redis | None = None
+        self._users: dict[redis.Redis, int] = {}  # calls in flight on each connection pool
+        self._checked = False
+
+    def __repr__(self) -> str:
+        return f"RedisLedger(prefix={self.prefix!r})"  # the URL may carry a password
+
+    def _keys(self, key: str) -> tuple[str, str, str]:
+        return (f"{self.prefix}sub:{key}", f"{self.prefix}order", f"{self.prefix}claimed")
+
+    @contextlib.asynccontextmanager
+    async def _redis(self) -> AsyncIterator[redis.Redis]:
+        """The connection pool for one call; one closed meanwhile is closed after its calls."""
+        if self._client is None:
+            self._client = redis.Redis.from_url(self.url, decode_responses=True)
+        client = self._client
+        self._users[client] = self._users.get(client, 0) + 1
+        try:
+            if not self._checked:
+                self._checked = True
+                await self._check_durability(client)
+            yield client
+        finally:
+            self._users[client] -= 1
+            if not self._users[client]:
+                del self._users[client]
+                if client is not self._client:
+                    await client.aclose()
+
+    async def _check_durability(self, client: redis.Redis) -> None:
+        try:
+            settings = {
+                **await client.config_get("appendonly"),
+                **await client.config_get("appendfsync"),
+            }
+        except ResponseError as exc:  # CONFIG is often disabled on managed Redis
+            logger.warning("RedisLedger: cannot read the server's persistence settings: %s", exc)
+            return
+        if settings.get("appendonly") != "yes" or settings.get("appendfsync") != "always":
+            logger.warning(
+                "RedisLedger: the server has appendonly=%s, appendfsync=%s: a crash of Redis can "
+                "lose ledger rows (and so pay twice); set appendonly yes and appendfsync always",
+                settings.get("appendonly"),
+                settings.get("appendfsync"),
+            )
+
+    async def get(self, key: str) -> Submission | None:
+        async with self._redis() as client:
+            doc = await client.hget(self._keys(key)[0], "doc")
+            return None if doc is None else _decode(doc)
+
+    async def list(self, state: str | None = None) -> AsyncIterator[Submission]:
+        order = self._keys("")[1]
+        start = 0
+        while True:
+            async with self._redis() as client:
+                members = cast(list[str], await client.zrange(order, start, start + _PAGE - 1))
+                async with client.pipeline(transaction=False) as pipe:
+                    for member in members:
+                        pipe.hget(self._keys(member)[0], "doc")
+                    docs: list[str | None] = await pipe.execute()
+            if not members:
+                return
+            for doc in docs:
+                if doc is not None:
+                    submission = _decode(doc)
+                    if state is None or submission.state == state:
+                        yield submission
+            start += _PAGE
+
+    async def insert(self, submission: Submission) -> bool:
+        async with self._redis() as client:
+            row, order, claimed = self._keys(submission.key)
+            ids = json.dumps(list(submission.generation_ids))
+            args = (submission.version, _encode(submission), submission.key, ids)
+            return bool(await client.eval(_INSERT, 3, row, order, claimed, *args))
+
+    async def swap(self, expected: Submission, new: Submission) -> bool:
+        if new.key != expected.key:
+            raise ValueError("swap keeps the key")
+        async with self._redis() as client:
+            row, _, claimed = self._keys(new.key)
+            args = (
+                expected.version,
+                new.version,
+                _encode(new),
+                json.dumps(list(expected.generation_ids)),
+                json.dumps(list(new.generation_ids)),
+            )
+            return bool(await client.eval(_SWAP, 2, row, claimed, *args))
+
+    async def record(self, record: GenerationRecord) -> None:
+        async with self._redis() as client:
+            values = {
+                name: value
+                for name, value in attrs.asdict(record, recurse=False).items()
+                if value is not None and name != "id"
+            }
+            if isinstance(record.completed_at, datetime):
+                values["completed_at"] = record.completed_at.timestamp()
+            fields: dict[FieldT, EncodableT] = {k: json.dumps(v) for k, v in values.items()}
+            if fields:
+                await client.hset(f"{self.prefix}gen:{record.id}", mapping=fields)
+            else:
+                await client.hsetnx(f"{self.prefix}gen:{record.id}", "id", json.dumps(record.id))
+
+    async def generation(self, generation_id: str) -> GenerationRecord | None:
+        async with self._redis() as client:
+            key = f"{self.prefix}gen:{generation_id}"
+            stored = cast(dict[str, str], await client.hgetall(key))
+            if not stored:
+                return None
+            fields = {name: json.loads(value) for name, value in stored.items() if name != "id"}
+            if fields.get("completed_at") is not None:
+                fields["completed_at"] = datetime.fromtimestamp(fields["completed_at"], tz=UTC)
+            return GenerationRecord(generation_id, **fields)
+
+    async def claimed_ids(self) -> set[str]:
+        async with self._redis() as client:
+            return cast(set[str], await client.smembers(self._keys("")[2]))
+
+    async def aclose(self) -> None:
+        """Close the connection pool (a later call opens it again)."""
+        client, self._client = self._client, None
+        if client is not None and client not in self._users:
+            await client.aclose()  # else its last call in flight closes it
