@@ -1,8 +1,9 @@
 """The Ledger primitives, the same for every backend (design.md, "Durable submissions").
 
 Every test runs on each backend of ``tests.ledger_helpers.STORES`` (SQLite in a temporary
-file, and a key prefix of its own on a real redis-server): ``get``, ``list``, ``insert``, ``swap`` (the compare-and-set), ``record``,
-``generation``, ``claimed_ids``, ``aclose``, and ``resolve`` built on them. The race tests
+file, and a key prefix of its own on a real redis-server): ``get``, ``list``, ``insert``,
+``swap`` (the compare-and-set), ``record``, ``generation``, ``claimed_ids``, ``aclose``, and
+``resolve`` built on them. The race tests
 check that exactly one of many contenders wins a swap: tasks on one object, tasks on objects
 of their own, and OS processes.
 """
