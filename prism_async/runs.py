@@ -92,8 +92,9 @@ class RunResult:
     """What became of one request of a run.
 
     ``state`` is ``downloaded``, ``completed`` (no ``download_to``, or its download failed:
-    see ``error``), ``failed``, ``ambiguous``, ``rejected``, ``timed_out`` or ``skipped``
-    (not submitted: credits exhausted or ``max_credits`` reached).
+    see ``error``), ``failed`` (a generation failed, or its wait did: see ``error``),
+    ``ambiguous``, ``rejected``, ``timed_out`` or ``skipped`` (not submitted: credits exhausted
+    or ``max_credits`` reached).
     """
 
     key: str
@@ -203,7 +204,11 @@ async def run(
     results: asyncio.Queue[RunResult] = asyncio.Queue()
 
     async def one(key: str, request: Request) -> None:
-        results.put_nowait(await job.run_one(key, request))
+        try:
+            result = await job.run_one(key, request)
+        except Exception as exc:  # e.g. a 401/404 while waiting: reported, never a hang
+            result = RunResult(key, "failed", error=exc)
+        results.put_nowait(result)
 
     tasks = [asyncio.create_task(one(k, r)) for k, r in zip(keys, items, strict=True)]
     try:
@@ -289,6 +294,8 @@ class _Job:
                 state, error = "failed", outcome
             elif isinstance(outcome, WaitTimeoutError):
                 state, error = ("timed_out" if state == "completed" else state), outcome
+            elif isinstance(outcome, Exception):  # the wait itself failed (401, 404, ...)
+                state, error = "failed", outcome
             else:
                 raise outcome
         if self.folder is None or state == "timed_out":

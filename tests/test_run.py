@@ -16,6 +16,7 @@ from prism_async import (
     InsufficientCreditsError,
     InternalServerError,
     InvalidRequestError,
+    NotFoundError,
     PollPolicy,
     PrismClient,
     RunResult,
@@ -214,3 +215,18 @@ async def test_leaving_a_run_early_stops_its_work(fake: FakePrismServer, tmp_pat
         assert len(fake.requests_to("GET", "/api/generations/*")) == polls  # nothing polls
         assert [t for t in asyncio.all_tasks() if "runs.py" in repr(t)] == []
     assert len(fake.generations) == 2
+
+
+async def test_a_wait_that_errors_is_a_failed_result_not_a_hang(
+    fake: FakePrismServer, tmp_path: Path
+) -> None:
+    """A 404 (or 401) while waiting ends that request ``failed`` with the error."""
+    await run_all(fake, tmp_path / "l.db", prompts(1), download_to=tmp_path / "v")
+    async with FakePrismServer() as other:  # the same ledger, an API that knows nothing
+        ledger = SQLiteLedger(tmp_path / "l.db")
+        prism = PrismClient(other.api_key, base_url=other.base_url, ledger=ledger, poll=FAST)
+        async with prism, asyncio.timeout(10):
+            results = [r async for r in prism.run(prompts(1), run_id="batch")]
+    assert [r.state for r in results] == ["failed"]
+    assert isinstance(results[0].error, NotFoundError)
+    assert other.requests_to("POST", "/api/*") == []

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import sqlite3
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,17 +21,10 @@ from .._errors import SubmissionInFlightError
 from ..ledger import GenerationRecord, Ledger, Submission, SubmissionState
 from ..ledger._model import lease_is_alive
 from ._context import Context
+from ._ledger_file import DEFAULT_LEDGER, ledger_option, ledger_path, readable_ledger
 from ._registry import EXIT_FAILED, EXIT_OK, UsageError, command, group
 
 __all__ = ["DEFAULT_LEDGER", "ledger_path"]
-
-DEFAULT_LEDGER = "prism-ledger.db"
-"""The ledger file when neither ``--ledger`` nor ``$PRISM_LEDGER`` names one."""
-
-
-def ledger_path(args: argparse.Namespace) -> str:
-    """The ledger file a command uses: ``--ledger``, ``$PRISM_LEDGER``, then the default."""
-    return os.path.expanduser(args.ledger or os.environ.get("PRISM_LEDGER") or DEFAULT_LEDGER)
 
 
 def _existing(args: argparse.Namespace) -> str:
@@ -44,21 +35,12 @@ def _existing(args: argparse.Namespace) -> str:
     return path
 
 
-@contextlib.contextmanager
-def _readable(path: str) -> Iterator[None]:
-    """A file that is not a ledger (or cannot be opened) is bad input, not a crash."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise UsageError(f"--ledger: cannot use {path} as a ledger: {exc}") from None
-
-
 @contextlib.asynccontextmanager
 async def _open(path: str) -> AsyncIterator[Ledger]:
     """The ledger in ``path``, closed afterwards."""
     from ..ledger import SQLiteLedger
 
-    with _readable(path):
+    with readable_ledger(path):
         async with SQLiteLedger(path) as ledger:
             yield ledger
 
@@ -71,18 +53,10 @@ def _credits(credits: float | None) -> str:
     return "" if credits is None else f"{credits:g}"
 
 
-def _ledger_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ledger",
-        metavar="PATH",
-        help=f"the ledger file (default: $PRISM_LEDGER, then {DEFAULT_LEDGER})",
-    )
-
-
 group(
     "ledger",
     help="list, show, resolve or reconcile durable submissions",
-    options=_ledger_option,
+    options=ledger_option,
 )
 
 
@@ -250,7 +224,7 @@ async def ledger_reconcile(ctx: Context) -> int:
     prism, path = ctx.prism, ledger_path(ctx.args)
     ledger = prism.ledger
     assert ledger is not None  # _reconcile_client gave the client one
-    with _readable(path):
+    with readable_ledger(path):
         keys = [ctx.args.key] if ctx.args.key is not None else await _unsettled(ledger)
         if not keys:
             ctx.ui.print(f"nothing to reconcile: no ambiguous submissions in {path}")

@@ -112,6 +112,18 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _configure_logging(*, verbose: bool) -> None:
+    """``-v``: the SDK's debug log on stderr. Otherwise its WARNINGs (``prism_async.ledger
+    ... state=ambiguous``) are not printed raw by Python's last-resort handler: the commands
+    report those states themselves. A handler the application configured still gets them."""
+    sdk = logging.getLogger("prism_async")
+    if verbose:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        sdk.setLevel(logging.DEBUG)
+    elif not any(isinstance(handler, logging.NullHandler) for handler in sdk.handlers):
+        sdk.addHandler(logging.NullHandler())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``prism-async`` command line and return its exit code.
 
@@ -129,9 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     declared = find_command(args)
     ui = UI(json_mode=args.json)
-    if args.verbose:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        logging.getLogger("prism_async").setLevel(logging.DEBUG)
+    _configure_logging(verbose=args.verbose)
 
     def fail(code: int, message: str, exc: BaseException) -> int:
         print(f"prism-async: {message}", file=sys.stderr)

@@ -11,15 +11,22 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models.generations import Generation
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["UI"]
+__all__ = ["UI", "RowUpdate"]
+
+
+class RowUpdate(Protocol):
+    """``update(key, cells, mark=None)`` of :meth:`UI.live_rows`: a row's new cells; ``mark``
+    None while it is in progress (a spinner), else what to show instead (``"✔"``)."""
+
+    def __call__(self, key: str, cells: Sequence[str], mark: str | None = None) -> None: ...
 
 
 class UI:
@@ -173,3 +180,52 @@ class UI:
 
         with Live(get_renderable=render, console=self.rich, refresh_per_second=10):
             yield on_update
+
+    @contextlib.contextmanager
+    def live_rows(
+        self,
+        title: str,
+        columns: Sequence[str],
+        rows: Mapping[str, Sequence[str]],
+        *,
+        styles: Mapping[str, str] | None = None,
+    ) -> Iterator[RowUpdate]:
+        """A live table of rows by key while something runs; yields ``update(key, cells,
+        mark)``. The key is the first column, ``cells`` the others; a cell equal to a key of
+        ``styles`` gets that style. Plain mode prints a line when a row changes (not the first
+        rows); JSON mode shows nothing."""
+        table_rows: dict[str, tuple[list[str], str | None]] = {
+            key: (list(cells), None) for key, cells in rows.items()
+        }
+
+        def update(key: str, cells: Sequence[str], mark: str | None = None) -> None:
+            previous = table_rows.get(key, ([], None))[0]
+            table_rows[key] = (list(cells), mark)
+            if self.rich is None and list(cells) != previous:
+                self.print("  ".join([key, *(c for c in cells if c)]))
+
+        if self.rich is None:
+            yield update
+            return
+        from rich.live import Live
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
+        spinners: dict[str, Spinner] = {}
+        style = dict(styles or {})
+
+        def render() -> Table:
+            table = Table(title=title)
+            for column in ("", *columns):
+                table.add_column(column)
+            for key, (cells, mark) in table_rows.items():
+                if mark is None:
+                    shown: Any = spinners.setdefault(key, Spinner("dots"))
+                else:
+                    shown = Text(mark)
+                table.add_row(shown, key, *(Text(c, style=style.get(c, "")) for c in cells))
+            return table
+
+        with Live(get_renderable=render, console=self.rich, refresh_per_second=10):
+            yield update

@@ -1,0 +1,108 @@
+"""The input of ``prism-async run``: a JSONL file of requests, and the run id it implies.
+
+One JSON object per line (blank lines skipped): the fields of
+:class:`~prism_async.GenerationRequest`, or of :class:`~prism_async.TemplateRequest` when it
+has ``template_id`` and no ``prompt``. Every line is checked before anything is sent; a bad one
+is a :class:`UsageError` naming the file, the line and the field (``batch.jsonl:3: duration:
+...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._errors import InvalidRequestError
+from ..runs import GenerationRequest, TemplateRequest
+from ._registry import UsageError
+
+__all__ = ["BatchLine", "default_run_id", "load_batch", "run_keys"]
+
+Request = GenerationRequest | TemplateRequest
+
+
+@attrs.frozen
+class BatchLine:
+    """One request of a batch file, with its line number (from 1)."""
+
+    line: int
+    request: Request
+
+
+def _fields(kind: type[Request]) -> dict[str, bool]:
+    """A request class's field names -> whether the field is required."""
+    return {f.name: f.default is attrs.NOTHING for f in attrs.fields(kind)}
+
+
+def _request(record: dict[str, Any]) -> Request:
+    """The request a line's object describes (InvalidRequestError naming the field if bad)."""
+    is_template = "template_id" in record and "prompt" not in record
+    kind: type[Request] = TemplateRequest if is_template else GenerationRequest
+    fields = _fields(kind)
+    for name in record:
+        if name not in fields:
+            known = ", ".join(fields)
+            what = "a template request" if is_template else "a generation request"
+            raise InvalidRequestError(name, f"unknown field for {what} (fields: {known})")
+    for name, required in fields.items():
+        if required and name not in record:
+            hint = " (or template_id, for a template request)" if name == "prompt" else ""
+            raise InvalidRequestError(name, f"required{hint}")
+    return kind(**record)
+
+
+def load_batch(file: str) -> list[BatchLine]:
+    """Every request of a JSONL file, checked; UsageError (exit 2) at the first bad line."""
+    path = Path(file).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"FILE: cannot read {file}: {reason}") from None
+    batch = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{where}: not valid JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        try:
+            batch.append(BatchLine(number, _request(record)))
+        except InvalidRequestError as exc:
+            raise UsageError(f"{where}: {exc.field}: {exc.reason}") from None
+    if not batch:
+        raise UsageError(f"FILE: no requests in {file}")
+    return batch
+
+
+def default_run_id(file: str) -> str:
+    """The run id of a file: its name's stem and a short hash of its absolute path, so a plain
+    re-run of the same file resumes and another file (even of the same name) does not."""
+    path = Path(file).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    return f"{path.stem or 'run'}-{digest}"
+
+
+def run_keys(file: str, batch: Sequence[BatchLine], run_id: str) -> list[str]:
+    """Each request's ledger key, as ``prism.run`` makes them (its ``key`` or
+    ``f"{run_id}/{index}"``); UsageError when two lines would share one."""
+    keys: list[str] = []
+    lines: dict[str, int] = {}
+    for index, item in enumerate(batch):
+        key = item.request.key or f"{run_id}/{index}"
+        if key in lines:
+            raise UsageError(
+                f"{file}:{item.line}: key: {key!r} is also the key of line {lines[key]}"
+            )
+        lines[key] = item.line
+        keys.append(key)
+    return keys

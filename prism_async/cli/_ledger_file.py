@@ -1,0 +1,40 @@
+"""The ledger file of the commands that use one (``ledger ...``, ``run``): the ``--ledger``
+option, its default (``$PRISM_LEDGER``, then ``prism-ledger.db``), and bad files as exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+
+from ._registry import UsageError
+
+__all__ = ["DEFAULT_LEDGER", "ledger_option", "ledger_path", "readable_ledger"]
+
+DEFAULT_LEDGER = "prism-ledger.db"
+"""The ledger file when neither ``--ledger`` nor ``$PRISM_LEDGER`` names one."""
+
+
+def ledger_path(args: argparse.Namespace) -> str:
+    """The ledger file a command uses: ``--ledger``, ``$PRISM_LEDGER``, then the default."""
+    return os.path.expanduser(args.ledger or os.environ.get("PRISM_LEDGER") or DEFAULT_LEDGER)
+
+
+def ledger_option(parser: argparse.ArgumentParser, *, note: str = "") -> None:
+    """Add ``--ledger PATH`` to a command's options (``note`` ends its help)."""
+    parser.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help=f"the ledger file (default: $PRISM_LEDGER, then {DEFAULT_LEDGER}){note}",
+    )
+
+
+@contextlib.contextmanager
+def readable_ledger(path: str) -> Iterator[None]:
+    """A file that is not a ledger (or cannot be opened) is bad input, not a crash."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"--ledger: cannot use {path} as a ledger: {exc}") from None

@@ -1,0 +1,399 @@
+"""``prism-async run FILE.jsonl``: a resumable bulk run against FakePrismServer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prism_async import PollPolicy, PrismClient
+from prism_async.cli import main
+from prism_async.cli._batch import default_run_id, load_batch, run_keys
+from prism_async.cli._context import Context
+from prism_async.cli._running import run_batch
+from prism_async.cli._ui import UI
+from prism_async.ledger import SQLiteLedger
+from prism_async.testing import FakePrismServer
+from tests.test_cli import ThreadedFake, json_lines
+from tests.test_cli_display import recording_console, row, tables
+
+BATCH: list[dict[str, Any]] = [
+    {"prompt": "A cat", "model_name": "veo-3.1", "duration": "8s"},
+    {"prompt": "A dog", "model_name": "veo-3.1-fast", "count": 2},
+    {"prompt": "A bird", "model_name": "kling-2.5", "template_id": "abc123", "key": "bird"},
+    {"template_id": "abc123", "variables": {"hook": "Check this out"}},
+]
+"""Three generation requests (one with a template_id and its own key) and a template one."""
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[ThreadedFake]:
+    with ThreadedFake(generation_seconds=0.2) as threaded:
+        yield threaded
+
+
+FAST = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key or ledger from the environment; the API's polling paced for the fake."""
+    monkeypatch.delenv("PRISM_API_KEY", raising=False)
+    monkeypatch.delenv("PRISM_LEDGER", raising=False)
+    monkeypatch.setattr("prism_async.cli._main.PollPolicy", lambda: FAST)
+
+
+def on_the_fake(fake: ThreadedFake, action: Callable[[], object]) -> None:
+    """Run ``action`` on the fake's loop (where its state lives) and wait until it has run."""
+
+    async def act() -> None:
+        action()
+
+    asyncio.run_coroutine_threadsafe(act(), fake.loop).result(5)
+
+
+def write_batch(path: Path, requests: Sequence[Mapping[str, Any]]) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n\n" for r in requests), encoding="utf-8")
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``main(argv)``: its exit code, stdout and stderr (never a traceback)."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def without_json(argv: list[str]) -> list[str]:
+    return [arg for arg in argv if arg != "--json"]
+
+
+def posts(fake: ThreadedFake) -> int:
+    return len(fake.server.requests_to("POST", "/api/*"))
+
+
+def video_gets(fake: ThreadedFake) -> int:
+    return len(fake.server.requests_to("GET", "/storage/videos/*"))
+
+
+def test_a_batch_runs_then_a_rerun_sends_and_downloads_nothing(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every request is submitted, waited for and downloaded, one JSON object each; the same
+    command again resumes from the ledger: no POST, no video fetched again, exit 0."""
+    file = write_batch(tmp_path / "batch.jsonl", BATCH)
+    ledger, videos = tmp_path / "new" / "batch.db", tmp_path / "videos"
+    ledger.parent.mkdir()
+    argv = fake.argv("--json", "run", file, "--ledger", str(ledger), "--download", str(videos))
+    sent_before = posts(fake)
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert ledger.is_file()  # made when missing
+    first = {r["key"]: r for r in json_lines(out)}
+    run_id = default_run_id(file)
+    assert set(first) == {f"{run_id}/0", f"{run_id}/1", "bird", f"{run_id}/3"}
+    lines = {f"{run_id}/0": 1, f"{run_id}/1": 3, "bird": 5, f"{run_id}/3": 7}
+    assert {key: record["line"] for key, record in first.items()} == lines
+    assert all(r["state"] == "downloaded" and r["error"] is None for r in first.values())
+    assert all(r["run_id"] == run_id for r in first.values())
+    assert len(first[f"{run_id}/1"]["generation_ids"]) == 2
+    assert first[f"{run_id}/3"]["credits_charged"] == 50
+    files = sorted(p for r in first.values() for p in r["paths"])
+    assert files == sorted(str(p) for p in videos.glob("*.mp4"))
+    assert len(files) == 5
+    assert posts(fake) - sent_before == 4
+    body = fake.server.requests_to("POST", "/api/generations")[-4:]
+    assert {"A cat", "A dog", "A bird"} <= {r.json["prompt"] for r in body}
+
+    sent, fetched = posts(fake), video_gets(fake)
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    again = {r["key"]: r for r in json_lines(out)}
+    assert again == first
+    assert (posts(fake), video_gets(fake)) == (sent, fetched)
+
+    code, out, err = run(capsys, *without_json(argv))
+    assert code == 0
+    assert f"run {run_id}: 4 requests from {file}; ledger {ledger}" in out
+    assert "4 requests: 4 downloaded" in out
+    assert "sent by this run: 0; credits charged to the run's keys: 370" in out
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"prompt": "A cat", "model_name": "veo-3.1", "duration": "9x"}', "duration: must be"),
+        ('{"prompt": "A cat", "model_name": "veo-3.1", "colour": "red"}', "colour: unknown"),
+        ('{"prompt": "A cat"}', "model_name: required"),
+        ('{"template_id": "abc123", "count": 2}', "count: unknown field for a template"),
+        ('{"template_id": "abc123", "variables": {"hook": 3}}', "variables['hook']: must be"),
+        ('{"prompt": "A cat", "model_name": "veo-3.1", "key": ""}', "key: must be a non-empty"),
+        ('{"prompt": "A cat", "model_name": "veo-3.1"', "not valid JSON"),
+        ('["A cat", "veo-3.1"]', "expected a JSON object, got list"),
+        ('{"prompt": "A dog", "model_name": "veo-3.1", "key": "x"}', "key: 'x' is also the key"),
+    ],
+)
+def test_a_bad_line_is_exit_2_naming_it_before_anything_is_sent(
+    line: str, message: str, fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad line (third, after a good one and a blank one) is exit 2 with the file, the line
+    number, the field and the reason; nothing is sent and no ledger is made."""
+    file = tmp_path / "batch.jsonl"
+    good = '{"prompt": "A cat", "model_name": "veo-3.1", "key": "x"}'
+    file.write_text(f"{good}\n\n{line}\n{good}\n", encoding="utf-8")
+    ledger = tmp_path / "l.db"
+    before = len(fake.server.requests_to("*", "/api/*"))
+    code, out, err = run(capsys, *fake.argv("run", str(file), "--ledger", str(ledger)))
+    assert code == 2
+    assert f"prism-async: error: {file}:3: {message}" in err
+    assert out == ""
+    assert len(fake.server.requests_to("*", "/api/*")) == before
+    assert not ledger.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "missing.jsonl"], "FILE: cannot read missing.jsonl: No such file"),
+        (["run", "empty.jsonl"], "FILE: no requests in empty.jsonl"),
+        (["run", "one.jsonl", "--concurrency", "0"], "--concurrency: must be at least 1"),
+        (["run", "one.jsonl", "--max-credits", "-1"], "--max-credits: must be 0 or more"),
+        (["run", "one.jsonl", "--run-id", " "], "--run-id: must not be empty"),
+        (["run", "one.jsonl", "--ledger", "no/such/dir/l.db"], "--ledger: cannot use no/such"),
+    ],
+)
+def test_bad_arguments_are_exit_2(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n  \n", encoding="utf-8")
+    write_batch(tmp_path / "one.jsonl", BATCH[:1])
+    code, _, err = run(capsys, "--fake", *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_max_credits_skips_what_would_pass_it(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-credits 240 at 120 a video: two are sent, the third is skipped: exit 1."""
+    requests = [{"prompt": f"A fox {i}", "model_name": "veo-3.1"} for i in range(3)]
+    file = write_batch(tmp_path / "foxes.jsonl", requests)
+    ledger = str(tmp_path / "l.db")
+    before = posts(fake)
+    argv = fake.argv("--json", "run", file, "--ledger", ledger, "--max-credits", "240")
+    code, out, _ = run(capsys, *argv)
+    assert code == 1
+    states = sorted(r["state"] for r in json_lines(out))
+    assert states == ["completed", "completed", "skipped"]
+    (skipped,) = [r for r in json_lines(out) if r["state"] == "skipped"]
+    assert "--max-credits" in skipped["error"]
+    assert posts(fake) - before == 2
+    code, out, _ = run(capsys, *without_json(argv))
+    assert code == 1
+    assert "3 requests: 2 completed, 1 skipped" in out
+    assert "sent by this run: 0; credits charged to the run's keys: 240" in out
+    assert posts(fake) - before == 2
+
+
+def test_an_ambiguous_key_is_exit_1_with_the_hint_then_a_rerun_reconciles_it(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 502 after the fake queued the video: that key is ambiguous (exit 1, how to settle it
+    on stderr, no raw log line); the re-run reconciles it from the history and finishes it."""
+    requests = [
+        {"prompt": f"A unique owl {tmp_path.name} {i}", "model_name": "veo-3.1"} for i in range(2)
+    ]
+    file = write_batch(tmp_path / "owls.jsonl", requests)
+    ledger = str(tmp_path / "l.db")
+    on_the_fake(
+        fake,
+        lambda: fake.server.inject("POST", "/api/generations", status=502, processed=True),
+    )
+    code, out, err = run(capsys, *fake.argv("run", file, "--ledger", ledger))
+    assert code == 1
+    assert "2 requests: 1 completed, 1 ambiguous" in out
+    assert "ambiguous (maybe queued and charged, ids unknown)" in err
+    assert f"prism-async ledger reconcile --ledger {ledger}" in err
+    assert f"prism-async ledger resolve KEY (--ids ID... | --not-sent) --ledger {ledger}" in err
+    assert "ledger key=" not in err
+    sent = posts(fake)
+    code, out, err = run(capsys, *fake.argv("--json", "run", file, "--ledger", ledger))
+    assert code == 0, err
+    assert sorted(r["state"] for r in json_lines(out)) == ["completed", "completed"]
+    assert posts(fake) == sent
+    assert err == ""
+
+
+def test_the_default_run_id_is_stable_per_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Derived from the file's absolute path: the same file (however it is named) gets the
+    same id, another file of the same name another one."""
+    monkeypatch.chdir(tmp_path)
+    first = write_batch(tmp_path / "batch.jsonl", BATCH)
+    other = write_batch(tmp_path / "elsewhere" / "batch.jsonl", BATCH)
+    run_id = default_run_id(first)
+    assert run_id.startswith("batch-")
+    assert run_id == default_run_id("batch.jsonl") == default_run_id("elsewhere/../batch.jsonl")
+    assert default_run_id(other) != run_id
+    assert default_run_id(other).startswith("batch-")
+
+
+def test_run_ids_on_the_command_line(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default run id is printed and keys derive from it, again on a re-run; another path
+    gets other keys; --run-id names them."""
+    requests = [{"prompt": "A stable heron", "model_name": "veo-3.1-fast"}]
+    file = write_batch(tmp_path / "herons.jsonl", requests)
+    copy = write_batch(tmp_path / "copy" / "herons.jsonl", requests)
+    ledger = str(tmp_path / "l.db")
+
+    def keys(*argv: str) -> list[str]:
+        code, out, _ = run(capsys, *fake.argv("--json", "run", *argv, "--ledger", ledger))
+        assert code == 0
+        return [r["key"] for r in json_lines(out)]
+
+    run_id = default_run_id(file)
+    assert keys(file) == keys(file) == [f"{run_id}/0"]
+    assert keys(copy) == [f"{default_run_id(copy)}/0"] != [f"{run_id}/0"]
+    assert keys(file, "--run-id", "herons") == ["herons/0"]
+    code, out, _ = run(capsys, *fake.argv("run", file, "--ledger", ledger))
+    assert code == 0
+    assert out.startswith(f"run {run_id}: 1 request from {file}")
+
+
+def test_fake_and_a_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fake runs on an embedded fake (the default ledger is $PRISM_LEDGER); a wait past
+    --timeout is timed_out: exit 4."""
+    file = write_batch(tmp_path / "batch.jsonl", BATCH)
+    monkeypatch.setenv("PRISM_LEDGER", str(tmp_path / "env.db"))
+    code, out, _ = run(capsys, "--fake", "--json", "run", file)
+    assert code == 0
+    assert sorted(r["state"] for r in json_lines(out)) == ["completed"] * 4
+    assert (tmp_path / "env.db").is_file()
+    code, out, _ = run(
+        capsys, "--fake", "--timeout", "0.3", "run", file, "--ledger", str(tmp_path / "t.db")
+    )
+    assert code == 4
+    assert "4 requests: 4 timed_out" in out
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakePrismServer]:
+    async with FakePrismServer(generation_seconds=0.3) as fake:
+        yield fake
+
+
+async def test_the_live_table_shows_every_key_and_how_it_ended(
+    server: FakePrismServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal: one row per key, a spinner while in progress, the final states (✔ or
+    ✘), ids and files; then the summary."""
+    monkeypatch.chdir(tmp_path)
+    file = write_batch(
+        tmp_path / "live.jsonl", [*BATCH[:2], {"prompt": "[fail] x", "model_name": "veo-3.1"}]
+    )
+    batch = load_batch(file)
+    keys = run_keys(file, batch, "live")
+    console = recording_console()
+    async with PrismClient(
+        server.api_key, base_url=server.base_url, poll=FAST, ledger=SQLiteLedger(tmp_path / "l.db")
+    ) as prism:
+        ctx = Context(
+            argparse.Namespace(timeout=30.0), UI(json_mode=False, console=console), prism=prism
+        )
+        report = await run_batch(
+            ctx, batch, keys, run_id="live", source=file, ledger_label="l.db", download="v"
+        )
+    assert report.exit_code == 1
+    text = console.export_text()
+    frames = tables(text, "Run live")
+    assert all(key in frames[0] for key in keys)
+    (header,) = [line for line in frames[0].splitlines() if "┃" in line]
+    assert [cell.strip() for cell in header.split("┃")[2:-1]] == [
+        "key",
+        "state",
+        "generations",
+        "files / error",
+    ]
+    last = frames[-1]
+    for key in ("live/0", "live/1"):
+        assert "downloaded" in row(last, key)
+        assert "✔" in row(last, key)
+        assert "gen_" in row(last, key)
+        assert "v/gen_" in row(last, key)
+    assert "failed" in row(last, "live/2")
+    assert "✘" in row(last, "live/2")
+    assert "pending" not in last
+    assert "waiting" not in last
+    assert "3 requests: 2 downloaded, 1 failed" in text
+    assert "sent by this run: 3; credits charged to the run's keys: 360" in text
+
+
+def test_warnings_are_not_printed_raw_without_v(fake: ThreadedFake, tmp_path: Path) -> None:
+    """In a real process the ledger's WARNING for an ambiguous key is not printed by Python's
+    last-resort handler; with -v it is logged."""
+    for verbose in ([], ["-v"]):
+        file = write_batch(
+            tmp_path / f"raw{len(verbose)}.jsonl",
+            [{"prompt": f"A quiet mole {len(verbose)}", "model_name": "veo-3.1"}],
+        )
+        on_the_fake(fake, lambda: fake.server.inject("POST", "/api/generations", status=502))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prism_async",
+                *verbose,
+                *fake.argv("run", file, "--ledger", str(tmp_path / "l.db")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("PRISM_")},
+        )
+        assert result.returncode == 1, result.stderr
+        assert "prism-async ledger reconcile" in result.stderr
+        assert ("ledger key=" in result.stderr) == bool(verbose)
+        assert "Traceback" not in result.stderr
+
+
+def test_ctrl_c_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C while the run waits stops it cleanly: exit 130, no traceback."""
+    file = write_batch(tmp_path / "batch.jsonl", BATCH)
+    argv = ["--fake", "run", file, "--ledger", str(tmp_path / "l.db")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prism_async", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("run batch-")
+    assert " waiting " in process.stdout.readline()  # a POST was answered
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "interrupted" in err
+    assert "Traceback" not in err
