@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports")
+CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger")
 
 
 def _machine() -> dict[str, Any]:
@@ -61,6 +61,10 @@ def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
         from . import parsing
 
         return parsing.run(quick)
+    if name == "ledger":
+        from . import ledger
+
+        return ledger.run(quick)
     from . import imports
 
     return [imports.run(quick)]
@@ -116,7 +120,36 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             f"| import time | {seconds['prism_async'] * 1000:.0f} ms | aiohttp "
             f"{seconds['aiohttp'] * 1000:.0f} ms | {row['ratio_vs_aiohttp']} | - | - |"
         )
+    rows.extend(_ledger_rows(results.get("ledger", [])))
     return "\n".join(rows)
+
+
+def _ledger_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for row in results:
+        if row["case"] == "ledger submit path":
+            one, eight = row["c1"], row["c8"]
+            rows.append(
+                f"| create with a SQLite ledger ({row['submissions_per_round']} x "
+                f"{row['rounds']}) | c=1 {one['posts_per_s_median']['ledger']} POST/s, "
+                f"c=8 {eight['posts_per_s_median']['ledger']} POST/s | no ledger: c=1 "
+                f"{one['posts_per_s_median']['none']} POST/s, c=8 "
+                f"{eight['posts_per_s_median']['none']} POST/s | "
+                f"+{one['ms_added_per_submission_median']} ms/submission (c=1); POST/s "
+                f"{one['rate_ratio_median']} (c=1), {eight['rate_ratio_median']} (c=8) | "
+                f"<= +2 ms/submission | {_yes(row['met'])} |"
+            )
+        elif row["case"] == "ledger run":
+            wall, peak = row["wall_s_median"], row["peak_rss_mb_median"]
+            errors = row["errors"]
+            verdict = _yes(row["met"]) if row.get("judged") else "- (quick)"
+            rows.append(
+                f"| prism.run, {row['generations']} generations | {wall['ledger']} s, peak "
+                f"{peak['ledger']} MB, {errors['ledger']} errors | without a ledger "
+                f"{wall['none']} s, peak {peak['none']} MB, {errors['none']} errors | "
+                f"{row['wall_ratio_median']} | <= 1.10x, no errors (1,000) | {verdict} |"
+            )
+    return rows
 
 
 def _yes(value: bool) -> str:

@@ -6,6 +6,9 @@
   generation, as fast as possible, so the client is what is measured.
 * ``transfer``: presign + a PUT sink that reads and discards the body, a completed generation
   whose ``video_url`` streams ``size`` bytes.
+* ``fake``: the SDK's own :class:`~prism_async.testing.FakePrismServer` (the whole API, videos
+  included) with unlimited credits; ``args`` are ``(shortest, longest, seed, video_bytes)``:
+  each generation takes a seeded random number of seconds between the two.
 """
 
 from __future__ import annotations
@@ -142,10 +145,29 @@ def _run_canned(sock: socket.socket) -> None:
     asyncio.run(serve())
 
 
+def _run_fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> None:
+    from prism_async.testing import FakePrismServer
+
+    rng = random.Random(seed)
+    server = FakePrismServer(
+        api_key="prism_sk_bench",
+        credits=10**12,
+        generation_seconds=lambda: rng.uniform(shortest, longest),
+        port=port,
+        video_bytes=video_bytes,
+    )
+    asyncio.run(server.serve_forever())
+
+
 def _serve(conn: Connection, kind: str, args: tuple[Any, ...]) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     conn.send(sock.getsockname()[1])
+    if kind == "fake":  # FakePrismServer binds its own socket: hand it the port
+        port = sock.getsockname()[1]
+        sock.close()
+        _run_fake(port, *args)
+        return
     if kind == "canned":
         _run_canned(sock)
         return

@@ -151,23 +151,25 @@ class Durable:
         while True:
             now = _now()
             expires = now + self.lease
+            new = Submission(
+                key=key,
+                kind=kind,
+                state=S.SENDING,
+                attempt=1,
+                fingerprint=print_,
+                created_at=now,
+                updated_at=now,
+                sent_at=now,
+                request=request,
+                lease_owner=self.owner,
+                lease_expires=expires,
+            )
+            # Insert first: a new key (the usual case) costs one write instead of a read and a
+            # write; an existing key refuses the insert, changing nothing, and is read below.
+            if await self._commit(self.ledger.insert(new), new):
+                return new
             current = await self.ledger.get(key)
             if current is None:
-                new = Submission(
-                    key=key,
-                    kind=kind,
-                    state=S.SENDING,
-                    attempt=1,
-                    fingerprint=print_,
-                    created_at=now,
-                    updated_at=now,
-                    sent_at=now,
-                    request=request,
-                    lease_owner=self.owner,
-                    lease_expires=expires,
-                )
-                if await self._commit(self.ledger.insert(new), new):
-                    return new
                 continue
             if current.fingerprint != print_:
                 raise SubmissionConflictError(key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import __main__ as suite
-from benchmarks import bulk_wait, imports, parsing, throughput, transfers
+from benchmarks import bulk_wait, imports, ledger, parsing, throughput, transfers
 from prism_async import PollPolicy
 
 
@@ -41,3 +41,22 @@ def test_parsing_and_imports_and_the_table() -> None:
     assert text.startswith("| case |")
     assert "import time" in text
     assert "parse status response" in text
+
+
+def test_ledger_case_runs_both_parts_and_the_table() -> None:
+    """The ledger case submits with and without a SQLite ledger at concurrency 1 and 8, runs
+    ``prism.run`` and the plain pipeline in fresh processes (every video downloaded), and the
+    suite renders both rows."""
+    submits = ledger.run_submits(size=(4, 1))
+    for concurrency in ("c1", "c8"):
+        rates = submits[concurrency]["posts_per_s_median"]
+        assert rates["ledger"] > 0
+        assert rates["none"] > 0
+    runs = ledger.run_runs(size=(6, 1), seconds=(0.2, 0.6))
+    assert runs["errors"] == {"ledger": 0, "none": 0}
+    assert [s["files"] for s in runs["samples"]["ledger"] + runs["samples"]["none"]] == [6, 6]
+    assert runs["judged"] is False
+    text = suite.table({"ledger": [submits, runs]})
+    assert "create with a SQLite ledger" in text
+    assert "prism.run, 6 generations" in text
+    assert "- (quick)" in text
