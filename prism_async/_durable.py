@@ -93,6 +93,7 @@ class Durable:
         self.ledger = ledger
         self.timeout = timeout
         self.lease = timedelta(seconds=max(lease_seconds, timeout + 10.0))
+        self._records = _GroupWriter(ledger)
         self._owner = (os.getpid(), str(Owner.me()))
 
     @property
@@ -256,18 +257,17 @@ class Durable:
 
     async def finished(self, generation: Generation) -> None:
         """Record a terminal status."""
-        await self.ledger.record(
-            GenerationRecord(
-                generation.id,
-                status=generation.status,
-                error=generation.error,
-                completed_at=generation.completed_at,
-            )
+        record = GenerationRecord(
+            generation.id,
+            status=generation.status,
+            error=generation.error,
+            completed_at=generation.completed_at,
         )
+        await self._records.write(record)
 
     async def downloaded(self, generation_id: str, path: str, size: int) -> None:
         """Record a file renamed into place."""
-        await self.ledger.record(GenerationRecord(generation_id, path=path, size=size))
+        await self._records.write(GenerationRecord(generation_id, path=path, size=size))
 
     # -- reconciliation ----------------------------------------------------------------------
 
@@ -337,3 +337,35 @@ class Durable:
 _DEAD_LEASE = (
     "the process sending it stopped before its outcome was recorded: it may have been queued"
 )
+
+
+class _GroupWriter:
+    """Generation records written together: what arrives while one batch is being written
+    goes in the next, in one transaction. Each caller still waits for its own record."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._pending: list[tuple[GenerationRecord, asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def write(self, record: GenerationRecord) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
+        self._pending.append((record, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await asyncio.shield(done)  # cancelled or not, the record is written
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._ledger.record_many([record for record, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)

@@ -26,7 +26,7 @@ from ._errors import (
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from .ledger._model import GenerationRecord
+from .ledger._model import GenerationRecord, Submission
 from .models.generations import Generation, GenerationBatch
 from .models.templates import TemplateGenerationBatch
 from .polling import PollPolicy
@@ -153,15 +153,10 @@ class _Budget:
             self.changed.notify_all()
 
 
-async def _charged_before(durable: Durable, keys: list[str]) -> tuple[float, float]:
+def _charged_before(rows: dict[str, Submission]) -> tuple[float, float]:
     """What the run's keys were charged so far, and the highest price among them."""
-    total = highest = 0.0
-    for key in keys:
-        submission = await durable.ledger.get(key)
-        if submission is not None and submission.done:
-            total += submission.credits_charged or 0.0
-            highest = max(highest, submission.credits_charged or 0.0)
-    return total, highest
+    charges = [row.credits_charged or 0.0 for row in rows.values() if row.done]
+    return sum(charges), max(charges, default=0.0)
 
 
 async def run(
@@ -198,9 +193,10 @@ async def run(
     if len(set(keys)) != len(keys):
         raise InvalidRequestError("requests", "two requests have the same key")
     folder = None if download_to is None else await asyncio.to_thread(_make_folder, download_to)
-    budget = _Budget(max_credits, *await _charged_before(durable, keys))
+    known = await durable.ledger.get_many(keys)  # one read for the whole run
+    budget = _Budget(max_credits, *_charged_before(known))
     slots = asyncio.Semaphore(concurrency)
-    job = _Job(prism, durable, budget, slots, folder, timeout, poll)
+    job = _Job(prism, durable, budget, slots, folder, timeout, poll, known)
     results: asyncio.Queue[RunResult] = asyncio.Queue()
 
     async def one(key: str, request: Request) -> None:
@@ -229,6 +225,10 @@ class _Job:
     folder: Path | None
     timeout: float | None
     poll: PollPolicy | None
+    known: dict[str, Submission]
+    """The run's keys as the ledger had them when the run started."""
+    fresh: set[str] = attrs.field(factory=set)
+    """Generation ids this run queued: nothing can have downloaded them before."""
 
     async def run_one(self, key: str, request: Request) -> RunResult:
         try:
@@ -238,7 +238,7 @@ class _Job:
         return await self._finish(key, ids)
 
     async def _submit(self, key: str, request: Request) -> list[str]:
-        recorded = await self.durable.ledger.get(key)
+        recorded = self.known.get(key)
         if recorded is not None and recorded.state in ("ambiguous", "sending"):
             try:
                 recorded = await self.prism.reconcile(key)
@@ -258,6 +258,8 @@ class _Job:
                     if isinstance(batch, GenerationBatch)
                     else batch.credits_charged
                 )
+                if recorded is None or not recorded.done:
+                    self.fresh.update(batch.ids)
                 return batch.ids
             except (AmbiguousSubmissionError, SubmissionInFlightError) as exc:
                 raise _Ended(RunResult(key, "ambiguous", error=exc)) from None
@@ -311,6 +313,8 @@ class _Job:
         return RunResult(key, state, tuple(finished), tuple(paths), error)
 
     async def _download(self, generation: Generation, folder: Path) -> Path:
+        if generation.id in self.fresh:
+            return await self.prism.generations.download(generation, folder)
         record = await self.durable.ledger.generation(generation.id)
         done = await asyncio.to_thread(_already_downloaded, record, folder, generation.id)
         if done is None:

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +27,7 @@ from prism_async import (
     AmbiguousSubmissionError,
     APIConnectionError,
     FreeTierPausedError,
+    Generation,
     GenerationBatch,
     GenerationFailedError,
     InsufficientCreditsError,
@@ -39,6 +40,7 @@ from prism_async import (
     SubmissionConflictError,
     SubmissionInFlightError,
 )
+from prism_async._durable import Durable
 from prism_async.ledger import GenerationRecord, Ledger, SQLiteLedger, Submission, SubmissionState
 from prism_async.ledger._model import Owner, lease_is_alive
 from prism_async.testing import FakePrismServer
@@ -1091,3 +1093,37 @@ def test_an_owner_names_host_pid_and_start() -> None:
     assert dead_owner().is_gone()
     assert Owner(me.host, me.pid, "another-start").is_gone()
     assert not Owner("some-other-host", 1, "1").is_gone()
+
+
+async def test_generation_records_are_written_in_groups(tmp_path: Path) -> None:
+    """Records arriving while a batch is written go in the next batch (one transaction each),
+    every caller waits for its own, and a cancelled caller's record is written anyway."""
+    ledger = SQLiteLedger(tmp_path / "group.db")
+    batches: list[int] = []
+    record_many = ledger.record_many
+
+    async def counting(records: Sequence[GenerationRecord]) -> None:
+        batches.append(len(records))
+        await record_many(records)
+
+    ledger.record_many = counting  # type: ignore[method-assign]
+    durable = Durable(ledger, timeout=10)
+    try:
+        finished = [Generation(id=f"gen_{i}", status="completed") for i in range(50)]
+        await asyncio.gather(*(durable.finished(g) for g in finished))
+        assert sum(batches) == 50
+        assert len(batches) < 50  # grouped
+        cancelled = asyncio.create_task(durable.downloaded("gen_0", "/v/gen_0.mp4", 7))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        for _ in range(100):
+            record = await ledger.generation("gen_0")
+            if record is not None and record.path is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert record == GenerationRecord("gen_0", status="completed", path="/v/gen_0.mp4", size=7)
+        assert await ledger.generation("gen_49") == GenerationRecord("gen_49", status="completed")
+    finally:
+        await ledger.aclose()

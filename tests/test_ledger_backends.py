@@ -11,7 +11,9 @@ of their own, and OS processes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +23,13 @@ import attrs
 import pytest
 
 from prism_async import InvalidRequestError
-from prism_async.ledger import GenerationRecord, Ledger, RedisLedger, SubmissionState
+from prism_async.ledger import (
+    GenerationRecord,
+    Ledger,
+    RedisLedger,
+    SQLiteLedger,
+    SubmissionState,
+)
 from prism_async.ledger._model import Owner
 from tests.ledger_helpers import (
     ROOT,
@@ -529,7 +537,6 @@ async def test_race_of_4_processes(store: Store, ledger: Ledger, tmp_path: Path)
 async def test_sqlite_file_is_wal_with_full_sync(tmp_path: Path) -> None:
     """The embedded backend: nothing opened before the first use, then a WAL file whose
     commits are synchronous=FULL."""
-    import sqlite3
 
     from prism_async.ledger import SQLiteLedger
 
@@ -589,3 +596,67 @@ async def test_redis_is_quiet_on_a_safe_server(
     await ledger.aclose()
     assert caplog.records == []
     assert "redis://" not in repr(ledger)  # the URL may carry a password
+
+
+# -- the batch forms ----------------------------------------------------------------------------
+
+
+async def test_get_many_returns_the_known_keys(ledger: Ledger) -> None:
+    rows = [make_submission(f"k{i}", state=S.ACCEPTED, generation_ids=(f"g{i}",)) for i in range(3)]
+    for row in rows:
+        await ledger.insert(row)
+    found = await ledger.get_many(["k2", "nope", "k0", "k2"])
+    assert found == {"k2": rows[2], "k0": rows[0]}
+    assert await ledger.get_many([]) == {}
+    many = [f"k{i}" for i in range(3)] + [f"missing{i}" for i in range(700)]  # past one page
+    assert set(await ledger.get_many(many)) == {"k0", "k1", "k2"}
+
+
+async def test_record_many_writes_every_record_with_upsert_rules(ledger: Ledger) -> None:
+    await ledger.record(GenerationRecord("g1", status="completed", path="/a.mp4", size=3))
+    await ledger.record_many(
+        [
+            GenerationRecord("g1", status="failed"),  # path and size kept
+            GenerationRecord("g2", key="k"),
+            GenerationRecord("g2", status="completed"),  # later in the batch wins
+        ]
+    )
+    assert await ledger.generation("g1") == GenerationRecord(
+        "g1", status="failed", path="/a.mp4", size=3
+    )
+    assert await ledger.generation("g2") == GenerationRecord("g2", key="k", status="completed")
+    await ledger.record_many([])
+
+
+async def test_sqlite_writes_that_queue_up_share_a_commit(tmp_path: Path) -> None:
+    """Group commit: 40 concurrent inserts take fewer transactions than writes, each gets its
+    own answer, and one write that fails is undone alone."""
+    ledger = SQLiteLedger(tmp_path / "group.db")
+    transactions = 0
+    run = ledger._run
+
+    async def counting(work: Any) -> Any:
+        nonlocal transactions
+        transactions += isinstance(work, functools.partial)
+        return await run(work)
+
+    ledger._run = counting  # type: ignore[method-assign]
+    try:
+        rows = [make_submission(f"k{i}") for i in range(40)]
+        results = await asyncio.gather(*(ledger.insert(row) for row in [*rows, rows[0]]))
+        assert results == [True] * 40 + [False]
+        assert 1 <= transactions < 41
+
+        def broken(db: Any) -> None:
+            db.execute("INSERT INTO submissions (key) VALUES ('half a row')")  # NOT NULL fails
+
+        good = make_submission("after")
+        outcomes = await asyncio.gather(
+            ledger._write(broken), ledger.insert(good), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], sqlite3.IntegrityError)
+        assert outcomes[1] is True
+        assert await ledger.get("after") == good
+        assert len([s async for s in ledger.list()]) == 41
+    finally:
+        await ledger.aclose()

@@ -64,7 +64,17 @@ class Ledger(abc.ABC):
     async def aclose(self) -> None:
         """Release the backend's resources."""
 
-    # -- built on them -----------------------------------------------------------------------
+    # -- built on them (a backend may do them in fewer round trips) --------------------------
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Submission]:
+        """The submissions recorded for ``keys`` (unknown keys are left out)."""
+        found = {key: await self.get(key) for key in dict.fromkeys(keys)}
+        return {key: row for key, row in found.items() if row is not None}
+
+    async def record_many(self, records: Sequence[GenerationRecord]) -> None:
+        """:meth:`record` each of ``records``, in order."""
+        for record in records:
+            await self.record(record)
 
     async def __aenter__(self) -> Ledger:
         return self

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -173,19 +173,34 @@ class RedisLedger(Ledger):
             return bool(await client.eval(_SWAP, 2, row, claimed, *args))
 
     async def record(self, record: GenerationRecord) -> None:
-        async with self._redis() as client:
-            values = {
-                name: value
-                for name, value in attrs.asdict(record, recurse=False).items()
-                if value is not None and name != "id"
-            }
-            if isinstance(record.completed_at, datetime):
-                values["completed_at"] = record.completed_at.timestamp()
-            fields: dict[FieldT, EncodableT] = {k: json.dumps(v) for k, v in values.items()}
-            if fields:
-                await client.hset(f"{self.prefix}gen:{record.id}", mapping=fields)
-            else:
-                await client.hsetnx(f"{self.prefix}gen:{record.id}", "id", json.dumps(record.id))
+        await self.record_many([record])
+
+    async def record_many(self, records: Sequence[GenerationRecord]) -> None:
+        """Every record in one round trip."""
+        async with self._redis() as client, client.pipeline(transaction=True) as pipe:
+            for record in records:
+                values = {
+                    name: value
+                    for name, value in attrs.asdict(record, recurse=False).items()
+                    if value is not None and name != "id"
+                }
+                if isinstance(record.completed_at, datetime):
+                    values["completed_at"] = record.completed_at.timestamp()
+                fields: dict[FieldT, EncodableT] = {k: json.dumps(v) for k, v in values.items()}
+                key = f"{self.prefix}gen:{record.id}"
+                if fields:
+                    pipe.hset(key, mapping=fields)
+                else:
+                    pipe.hsetnx(key, "id", json.dumps(record.id))
+            await pipe.execute()
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Submission]:
+        wanted = list(dict.fromkeys(keys))
+        async with self._redis() as client, client.pipeline(transaction=False) as pipe:
+            for key in wanted:
+                pipe.hget(self._keys(key)[0], "doc")
+            docs: list[str | None] = await pipe.execute()
+        return {key: _decode(doc) for key, doc in zip(wanted, docs, strict=True) if doc}
 
     async def generation(self, generation_id: str) -> GenerationRecord | None:
         async with self._redis() as client:

@@ -8,10 +8,11 @@ statement (so atomic), and the compare-and-set an ``UPDATE ... WHERE version = ?
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,6 +58,14 @@ _COLUMNS = (
     "credits_charged, sent_at, error, request, lease_owner, lease_expires, version"
 )
 _PAGE = 500
+_RECORD = (
+    "INSERT INTO generations (id, key, status, error, completed_at, path, size) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+    "key = coalesce(excluded.key, key), status = coalesce(excluded.status, status), "
+    "error = coalesce(excluded.error, error), "
+    "completed_at = coalesce(excluded.completed_at, completed_at), "
+    "path = coalesce(excluded.path, path), size = coalesce(excluded.size, size)"
+)
 
 
 def _seconds(moment: datetime | None) -> float | None:
@@ -108,6 +117,30 @@ def _submission(row: sqlite3.Row) -> Submission:
     )
 
 
+def _transaction(
+    db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    """Run ``works`` in one transaction, each in a savepoint of its own: ``(True, result)`` or
+    ``(False, error)`` (that one undone) for each. The commit is all or nothing."""
+    outcomes: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for work in works:
+            db.execute("SAVEPOINT one")
+            try:
+                outcomes.append((True, work(db)))
+            except Exception as exc:
+                db.execute("ROLLBACK TO one")
+                outcomes.append((False, exc))
+            db.execute("RELEASE one")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
 class SQLiteLedger(Ledger):
     """A ledger in one SQLite file (made when missing); share the file, not the object, between
     processes. A client given it closes it when the client closes; a closed ledger opens
@@ -123,6 +156,9 @@ class SQLiteLedger(Ledger):
         self._busy_ms = int(busy_timeout * 1000)
         # A thread of its own and the connection only that thread uses (made on first use).
         self._worker: tuple[ThreadPoolExecutor, list[sqlite3.Connection]] | None = None
+        # Group commit: writes queued while a transaction is being written share the next one.
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
@@ -153,6 +189,34 @@ class SQLiteLedger(Ledger):
 
         return await asyncio.get_running_loop().run_in_executor(thread, call)
 
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a transaction; writes that queue up meanwhile share one commit (and
+        one flush to disk). Each gets its own result or error; a failed commit fails them all,
+        and none of them then happened."""
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # no unread warning
+        self._writes.append((work, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await done
+
+    async def _drain(self) -> None:
+        while self._writes:
+            batch, self._writes = self._writes, []
+            try:
+                works = [work for work, _ in batch]
+                outcomes = await self._run(functools.partial(_transaction, works=works))
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+                if not done.done():
+                    done.set_result(value) if ok else done.set_exception(value)
+
     async def get(self, key: str) -> Submission | None:
         def read(db: sqlite3.Connection) -> Submission | None:
             row = db.execute(f"SELECT {_COLUMNS} FROM submissions WHERE key = ?", (key,))
@@ -181,7 +245,7 @@ class SQLiteLedger(Ledger):
     async def insert(self, submission: Submission) -> bool:
         marks = ", ".join("?" * 15)
         sql = f"INSERT OR IGNORE INTO submissions ({_COLUMNS}) VALUES ({marks})"
-        return await self._run(lambda db: db.execute(sql, _row(submission)).rowcount == 1)
+        return await self._write(lambda db: db.execute(sql, _row(submission)).rowcount == 1)
 
     async def swap(self, expected: Submission, new: Submission) -> bool:
         if new.key != expected.key:
@@ -190,20 +254,33 @@ class SQLiteLedger(Ledger):
         sets = ", ".join(f"{name} = ?" for name in names[1:])
         sql = f"UPDATE submissions SET {sets} WHERE key = ? AND version = ?"
         args = (*_row(new)[1:], expected.key, expected.version)
-        return await self._run(lambda db: db.execute(sql, args).rowcount == 1)
+        return await self._write(lambda db: db.execute(sql, args).rowcount == 1)
 
     async def record(self, record: GenerationRecord) -> None:
-        r = record
-        sql = (
-            "INSERT INTO generations (id, key, status, error, completed_at, path, size) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-            "key = coalesce(excluded.key, key), status = coalesce(excluded.status, status), "
-            "error = coalesce(excluded.error, error), "
-            "completed_at = coalesce(excluded.completed_at, completed_at), "
-            "path = coalesce(excluded.path, path), size = coalesce(excluded.size, size)"
-        )
-        args = (r.id, r.key, r.status, r.error, _seconds(r.completed_at), r.path, r.size)
-        await self._run(lambda db: db.execute(sql, args))
+        await self.record_many([record])
+
+    async def record_many(self, records: Sequence[GenerationRecord]) -> None:
+        """Every record in one transaction (one commit, one flush)."""
+        rows = [
+            (r.id, r.key, r.status, r.error, _seconds(r.completed_at), r.path, r.size)
+            for r in records
+        ]
+        if rows:
+            await self._write(lambda db: db.executemany(_RECORD, rows))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Submission]:
+        wanted = list(dict.fromkeys(keys))
+
+        def read(db: sqlite3.Connection) -> dict[str, Submission]:
+            found: dict[str, Submission] = {}
+            for start in range(0, len(wanted), _PAGE):
+                chunk = wanted[start : start + _PAGE]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_COLUMNS} FROM submissions WHERE key IN ({marks})"
+                found.update((r["key"], _submission(r)) for r in db.execute(sql, chunk))
+            return found
+
+        return await self._run(read)
 
     async def generation(self, generation_id: str) -> GenerationRecord | None:
         def read(db: sqlite3.Connection) -> GenerationRecord | None:
@@ -228,6 +305,8 @@ class SQLiteLedger(Ledger):
         """Close the database and its thread (idempotent; a later call opens them again)."""
         # Detached at once: a call made meanwhile gets a new thread and connection, while
         # calls already queued on the old thread run (on the old connection) before it closes.
+        if self._writer is not None:
+            await asyncio.shield(self._writer)  # queued writes are written first
         worker, self._worker = self._worker, None
         if worker is None:
             return
