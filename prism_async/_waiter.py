@@ -133,11 +133,18 @@ _RETRY = tenacity.retry_if_result(_not_terminal) | tenacity.retry_if_exception(_
 class _PollWait(tenacity.wait.wait_base):
     """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status)."""
 
-    def __init__(self, policy: PollPolicy) -> None:
+    def __init__(
+        self, policy: PollPolicy, *, normal: PollPolicy | None = None, hub: WebhookHub | None = None
+    ) -> None:
         self._policy = policy
+        self._normal = normal
+        self._hub = hub
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        delay = self._policy.delay(retry_state.attempt_number)
+        policy = self._policy
+        if self._normal is not None and self._hub is not None and self._hub.closed:
+            policy = self._normal  # the hub closed: no webhook will come any more
+        delay = policy.delay(retry_state.attempt_number)
         outcome = retry_state.outcome
         if outcome is not None and outcome.failed:
             exc = outcome.exception()
@@ -244,6 +251,7 @@ class Waiter:
         hub = self.hub
         hint: asyncio.Event | None = None
         sleep: Callable[[float], Awaitable[None]] = _sleep
+        normal = policy
         if hub is not None:
             hint = hub.subscribe(generation_id)
             sleep = functools.partial(_sleep_or_hint, hint)
@@ -252,7 +260,7 @@ class Waiter:
                 policy = attrs.evolve(policy, interval=slow, max_interval=slow, multiplier=1.0)
         retrying = tenacity.AsyncRetrying(
             retry=_RETRY,
-            wait=_PollWait(policy),
+            wait=_PollWait(policy, normal=normal, hub=hub),
             stop=tenacity.stop_never,
             sleep=sleep,
             before_sleep=_log_transient,

@@ -16,8 +16,10 @@ a video URL of their choosing. So here a webhook is only ever a *hint*:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -29,17 +31,23 @@ from aiohttp import web
 from attrs import frozen
 
 from ._errors import PrismError
+from ._webhook_bus import RedisWebhookBus, WebhookBus
 from .models.generations import GenerationStatus
 
 __all__ = [
+    "KEY_PARAM",
     "TOKEN_PARAM",
     "InvalidWebhookError",
+    "RedisWebhookBus",
+    "WebhookBus",
     "WebhookEvent",
     "WebhookHub",
     "WebhookReply",
     "parse_webhook",
 ]
 
+
+logger = logging.getLogger("prism_async")
 
 KeyListener = Callable[[str, "WebhookEvent"], Awaitable[None]]
 """Called with a ledger key and the webhook event that names it."""
@@ -134,6 +142,14 @@ class WebhookHub:
         keep: how many recent events for ids nobody waits on are kept (oldest dropped first),
             so a webhook that arrives before its wait starts is not lost.
         keep_seconds: how long such events are kept.
+        bus: a :class:`~prism_async.webhooks.WebhookBus` (e.g. ``RedisWebhookBus(url)``) when
+            several processes serve the app: every verified event is published on it, and the
+            hub of every process wakes its own waits. Close the hub (:meth:`aclose`) when the
+            app stops.
+
+    Closing the hub (:meth:`aclose`) sends the waits that were polling slowly for a webhook
+    back to their normal cadence: once the app stops receiving webhooks, they must not wait
+    for the slow fallback.
     """
 
     def __init__(
@@ -144,6 +160,7 @@ class WebhookHub:
         fallback_interval: float = 60.0,
         keep: int = 10_000,
         keep_seconds: float = 900.0,
+        bus: WebhookBus | None = None,
     ) -> None:
         if secret is not None and (not isinstance(secret, str) or len(secret) < 16):
             raise ValueError("secret must be a string of at least 16 characters")
@@ -158,6 +175,10 @@ class WebhookHub:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[WebhookEvent]] = set()
+        self.bus = bus
+        self.closed = False
+        self._origin = secrets.token_hex(8)
+        self._listening: asyncio.Task[None] | None = None
         self._key_listeners: list[KeyListener] = []
 
     def __repr__(self) -> str:
@@ -216,7 +237,47 @@ class WebhookHub:
             for listener in list(self._key_listeners):
                 await listener(key, event)  # e.g. a ledger settling the key, before the 200
         self.dispatch(event)
+        if self.bus is not None and not self.closed:
+            self._listen()
+            try:
+                await self.bus.publish(event, self._origin)
+            except Exception as exc:  # the other processes' waits keep their fallback poll
+                logger.warning("webhook bus: could not publish %s: %s", event.generation_id, exc)
         return WebhookReply(200, "ok")
+
+    # -- many processes and closing ----------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Read the bus (once a loop runs: the hub may be made at import time)."""
+        if self.bus is None or self.closed:
+            return
+        if self._listening is None or self._listening.done():
+            self._listening = asyncio.get_running_loop().create_task(self._read_bus(self.bus))
+
+    async def _read_bus(self, bus: WebhookBus) -> None:
+        async for event, origin in bus.listen():
+            if origin != self._origin:  # our own events were dispatched when received
+                self.dispatch(event)
+
+    async def start(self) -> None:
+        """Start reading the bus now (it also starts on the first wait or webhook)."""
+        self._listen()
+
+    async def aclose(self) -> None:
+        """Stop: waits polling slowly for a webhook go back to their normal cadence (and poll
+        at once), the bus is no longer read. Call it when the app stops (its lifespan)."""
+        self.closed = True
+        self._expected.clear()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()  # poll now, then at the normal cadence
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+        if self.bus is not None:
+            await self.bus.aclose()
 
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp.web handler: ``app.router.add_post("/hook", hub.aiohttp_handler)``."""
@@ -279,11 +340,13 @@ class WebhookHub:
             self._expected.popitem(last=False)
 
     def expects(self, generation_id: str) -> bool:
-        """Whether a webhook for ``generation_id`` was announced with :meth:`expect`."""
-        return generation_id in self._expected
+        """Whether a webhook for ``generation_id`` was announced with :meth:`expect` (and the
+        hub is still open)."""
+        return not self.closed and generation_id in self._expected
 
     def subscribe(self, generation_id: str) -> asyncio.Event:
         """An event set when a terminal webhook for the id arrives (or already had)."""
+        self._listen()
         waiter = asyncio.Event()
         self._waiters.setdefault(generation_id, set()).add(waiter)
         if generation_id in self._recent:  # it came before the wait started
