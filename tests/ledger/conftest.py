@@ -11,9 +11,11 @@ from aiohttp import web
 from prism_async import (
     PrismClient,
 )
+from prism_async.ledger import Ledger
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import WebhookHub
 from tests.ledger.helpers import Serve, open_client
+from tests.ledger_helpers import STORES, Store
 
 
 @pytest.fixture
@@ -38,3 +40,19 @@ async def hook_root(serve: Serve) -> tuple[str, list[WebhookHub]]:
     app = web.Application()
     app.router.add_post("/hook/{n}", route)
     return await serve(app), hubs
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """An empty store of each backend."""
+    return STORES[request.param](tmp_path, lambda: str(request.getfixturevalue("redis_url")))
+
+
+@pytest.fixture
+async def ledger(store: Store) -> AsyncIterator[Ledger]:
+    """A ledger object on the store, closed after the test."""
+    opened = store.open()
+    try:
+        yield opened
+    finally:
+        await opened.aclose()

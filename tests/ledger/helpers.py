@@ -97,3 +97,7 @@ def new_hub(hook_root: tuple[str, list[WebhookHub]]) -> tuple[WebhookHub, str]:
     hub = WebhookHub()
     hubs.append(hub)
     return hub, hub.url_for(f"{root}/hook/{len(hubs) - 1}")
+
+
+async def keys_of(ledger: Ledger, state: str | None = None) -> list[str]:
+    return [s.key async for s in ledger.list(state)]
