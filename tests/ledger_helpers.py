@@ -6,7 +6,7 @@ backend suite on another backend, add a factory to :data:`STORES` and a branch t
 :func:`open_ledger`.
 
 Run as ``python -m tests.ledger_helpers race SPEC KEY VERSION DIR TAG`` it is one contender of
-the compare-and-set race between processes (see ``test_ledger_backends.py``).
+the compare-and-set race between processes (see ``tests/ledger/test_backend_races.py``).
 """
 
 from __future__ import annotations
