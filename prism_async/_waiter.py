@@ -131,7 +131,8 @@ _RETRY = tenacity.retry_if_result(_not_terminal) | tenacity.retry_if_exception(_
 
 
 class _PollWait(tenacity.wait.wait_base):
-    """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status)."""
+    """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status);
+    the ``normal`` policy for good once the hub closes."""
 
     def __init__(
         self, policy: PollPolicy, *, normal: PollPolicy | None = None, hub: WebhookHub | None = None
@@ -141,10 +142,9 @@ class _PollWait(tenacity.wait.wait_base):
         self._hub = hub
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        policy = self._policy
         if self._normal is not None and self._hub is not None and self._hub.closed:
-            policy = self._normal  # the hub closed: no webhook will come any more
-        delay = policy.delay(retry_state.attempt_number)
+            self._policy, self._normal = self._normal, None  # no webhook will come any more
+        delay = self._policy.delay(retry_state.attempt_number)
         outcome = retry_state.outcome
         if outcome is not None and outcome.failed:
             exc = outcome.exception()

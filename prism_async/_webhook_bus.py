@@ -5,6 +5,8 @@
 Redis stream that every hub reads from its own position (a broadcast, not a competing queue:
 each process sees every event). Events are hints, as always: a woken wait confirms by GET, and
 keeps its slow poll, so a lost event costs latency, never a result.
+
+Also here: :class:`CloseOnSignal`, the signal handler behind ``WebhookHub.close_on_signal``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .webhooks import WebhookEvent
 
-__all__ = ["RedisWebhookBus", "WebhookBus"]
+__all__ = ["CloseOnSignal", "RedisWebhookBus", "WebhookBus"]
 
 logger = logging.getLogger("prism_async")
 
@@ -43,23 +48,41 @@ class RedisWebhookBus:
         url: e.g. ``redis://localhost:6379/0``.
         stream: the stream's key.
         maxlen: about how many recent events the stream keeps.
+        replay: when a hub starts listening, it also reads the events of the last ``replay``
+            seconds (by the Redis server's clock), so that one published just before a
+            process's first wait is not missed.
     """
 
-    def __init__(self, url: str, *, stream: str = "prism:webhooks", maxlen: int = 100_000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = "prism:webhooks",
+        maxlen: int = 100_000,
+        replay: float = 5.0,
+    ) -> None:
         from redis import asyncio as redis  # the ``redis`` extra, needed only when used
 
+        if maxlen < 1 or replay < 0:
+            raise ValueError("maxlen must be positive and replay not negative")
         self._redis = redis
         self.stream = stream
         self.maxlen = maxlen
+        self.replay = float(replay)
         self._url = url
         self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"RedisWebhookBus(stream={self.stream!r})"  # the URL may carry a password
 
     def _connection(self) -> Any:
-        if self._client is None:
-            self._client = self._redis.Redis.from_url(self._url, decode_responses=True)
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:  # connections belong to one loop
+            self._client = self._redis.Redis.from_url(  # (a read outlasts the XREAD's block)
+                self._url, decode_responses=True, socket_connect_timeout=5.0, socket_timeout=10.0
+            )
+            self._loop = loop
         return self._client
 
     async def publish(self, event: WebhookEvent, origin: str) -> None:
@@ -68,16 +91,20 @@ class RedisWebhookBus:
         fields = {"event": json.dumps(attrs.asdict(event)), "origin": origin}
         await self._connection().xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
 
+    async def _start_id(self) -> str:
+        seconds, microseconds = await self._connection().time()
+        start_ms = int(seconds) * 1000 + int(microseconds) // 1000 - int(self.replay * 1000)
+        return f"{max(start_ms, 0)}-0"
+
     async def listen(self) -> AsyncIterator[tuple[WebhookEvent, str]]:
         from .webhooks import WebhookEvent
 
-        last: str | None = None  # from the stream's newest entry when the listening starts
+        last: str | None = None  # the position read so far: a reconnection resumes from it
         pause = 0.5
         while True:
             try:
                 if last is None:
-                    newest = await self._connection().xrevrange(self.stream, count=1)
-                    last = newest[0][0] if newest else "0-0"
+                    last = await self._start_id()
                 answer = await self._connection().xread({self.stream: last}, count=100, block=5000)
             except (OSError, self._redis.RedisError) as exc:
                 logger.warning("webhook bus: %s; reading again in %.1f s", exc, pause)
@@ -96,5 +123,39 @@ class RedisWebhookBus:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        loop, self._loop = self._loop, None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()  # (a client of another, finished loop cannot be closed here)
+
+
+class CloseOnSignal:
+    """A signal handler that closes a hub (on its loop), then runs the previous handler."""
+
+    def __init__(
+        self, close: Callable[[], None], loop: asyncio.AbstractEventLoop, previous: Any
+    ) -> None:
+        self.close = close
+        self.loop = loop
+        self.previous = previous
+
+    @classmethod
+    def install(cls, close: Callable[[], None], signums: Iterable[int]) -> None:
+        """Call ``close`` on the running loop when one of ``signums`` arrives (main thread
+        only: elsewhere, nothing is installed)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for signum in signums:
+            previous = signal.getsignal(signum)
+            while isinstance(previous, CloseOnSignal) and previous.close == close:
+                previous = previous.previous  # installed again (a second lifespan): once is enough
+            signal.signal(signum, cls(close, loop, previous))
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.close)
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous == signal.SIG_DFL:  # what would have happened without us
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)

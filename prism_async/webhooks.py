@@ -10,17 +10,19 @@ a video URL of their choosing. So here a webhook is only ever a *hint*:
   terminal event for its id, then confirms with one ``GET /api/generations/:id``: a forged
   payload can wake a wait early but never decide its result or its ``video_url``;
 * waits on generations submitted with the hub's URL poll slowly (``fallback_interval``) in
-  case a webhook never comes.
+  case a webhook never comes, until the hub is closed;
+* with a bus (``RedisWebhookBus``), a webhook received by one process wakes the waits of all.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
+import os
 import secrets
+import signal
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -31,7 +33,7 @@ from aiohttp import web
 from attrs import frozen
 
 from ._errors import PrismError
-from ._webhook_bus import RedisWebhookBus, WebhookBus
+from ._webhook_bus import CloseOnSignal, RedisWebhookBus, WebhookBus
 from .models.generations import GenerationStatus
 
 __all__ = [
@@ -57,6 +59,9 @@ KEY_PARAM = "prism_key"
 
 TOKEN_PARAM = "prism_token"
 """The query parameter that carries the hub's token in the webhook URL."""
+
+_PUBLISH_TIMEOUT = 3.0
+"""Seconds a webhook's answer waits for the bus (the event is a hint: it may be lost)."""
 
 
 class InvalidWebhookError(PrismError):
@@ -144,12 +149,10 @@ class WebhookHub:
         keep_seconds: how long such events are kept.
         bus: a :class:`~prism_async.webhooks.WebhookBus` (e.g. ``RedisWebhookBus(url)``) when
             several processes serve the app: every verified event is published on it, and the
-            hub of every process wakes its own waits. Close the hub (:meth:`aclose`) when the
-            app stops.
+            hub of every process wakes its own waits. Give every process the same ``secret``.
 
-    Closing the hub (:meth:`aclose`) sends the waits that were polling slowly for a webhook
-    back to their normal cadence: once the app stops receiving webhooks, they must not wait
-    for the slow fallback.
+    Close it (:meth:`aclose`) when the app's shutdown *starts* (aiohttp's ``on_shutdown``,
+    :meth:`close_on_signal` under uvicorn): waits in flight then stop polling slowly.
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class WebhookHub:
         if max_body < 1 or fallback_interval <= 0 or keep < 0 or keep_seconds < 0:
             raise ValueError("max_body, fallback_interval, keep and keep_seconds must be positive")
         self._secret = (secret or secrets.token_urlsafe(32)).encode()
+        self._minted = secret is None  # (then a hub with a bus warns once about a wrong token)
         self.max_body = max_body
         self.fallback_interval = float(fallback_interval)
         self._keep = keep
@@ -177,7 +181,7 @@ class WebhookHub:
         self._subscribers: set[asyncio.Queue[WebhookEvent]] = set()
         self.bus = bus
         self.closed = False
-        self._origin = secrets.token_hex(8)
+        self._name = secrets.token_hex(6)
         self._listening: asyncio.Task[None] | None = None
         self._key_listeners: list[KeyListener] = []
 
@@ -223,8 +227,7 @@ class WebhookHub:
         Returns:
             The status and text to answer with (200 when accepted).
         """
-        token = query.get(TOKEN_PARAM, "")
-        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self._secret):
+        if not self._accepts(query.get(TOKEN_PARAM, "")):
             return WebhookReply(401, "missing or wrong token")
         if len(body) > self.max_body:
             return WebhookReply(413, "body too large")
@@ -240,48 +243,91 @@ class WebhookHub:
         if self.bus is not None and not self.closed:
             self._listen()
             try:
-                await self.bus.publish(event, self._origin)
+                async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                    await self.bus.publish(event, self._origin)
             except Exception as exc:  # the other processes' waits keep their fallback poll
-                logger.warning("webhook bus: could not publish %s: %s", event.generation_id, exc)
+                reason = str(exc) or type(exc).__name__
+                logger.warning("webhook bus: could not publish %s: %s", event.generation_id, reason)
         return WebhookReply(200, "ok")
 
+    def _accepts(self, token: object) -> bool:
+        if isinstance(token, str) and hmac.compare_digest(token.encode(), self._secret):
+            return True
+        if self.bus is not None and self._minted:
+            self._minted = False
+            logger.warning("webhook hub: wrong token; give every process the same secret=")
+        return False
+
     # -- many processes and closing ----------------------------------------------------------
+
+    @property
+    def _origin(self) -> str:  # this hub in this process (a hub made before a fork: per child)
+        return f"{os.getpid()}-{self._name}"
 
     def _listen(self) -> None:
         """Read the bus (once a loop runs: the hub may be made at import time)."""
         if self.bus is None or self.closed:
             return
-        if self._listening is None or self._listening.done():
-            self._listening = asyncio.get_running_loop().create_task(self._read_bus(self.bus))
+        loop = asyncio.get_running_loop()
+        task = self._listening
+        if task is None or task.done() or task.get_loop() is not loop:  # (tests: a new loop)
+            self._listening = loop.create_task(self._read_bus(self.bus))
 
     async def _read_bus(self, bus: WebhookBus) -> None:
-        async for event, origin in bus.listen():
-            if origin != self._origin:  # our own events were dispatched when received
-                self.dispatch(event)
+        while True:
+            try:
+                async for event, origin in bus.listen():
+                    if origin != self._origin:  # our own events were dispatched when received
+                        self.dispatch(event)
+            except Exception:
+                logger.exception("webhook bus: reading failed; reading again in 1 s")
+            await asyncio.sleep(1.0)
 
     async def start(self) -> None:
-        """Start reading the bus now (it also starts on the first wait or webhook)."""
+        """(Re)open the hub and read the bus now (else from the first wait or webhook)."""
+        self.closed = False
         self._listen()
 
-    async def aclose(self) -> None:
-        """Stop: waits polling slowly for a webhook go back to their normal cadence (and poll
-        at once), the bus is no longer read. Call it when the app stops (its lifespan)."""
+    def _stop_waiting(self) -> None:
         self.closed = True
         self._expected.clear()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 waiter.set()  # poll now, then at the normal cadence
+
+    async def aclose(self) -> None:
+        """Waits polling slowly for a webhook poll at once, then at their normal cadence; the
+        bus is no longer read (webhooks are still accepted). Idempotent; :meth:`start` reopens.
+        """
+        self._stop_waiting()
         listening, self._listening = self._listening, None
-        if listening is not None:
-            listening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listening
+        if listening is not None and listening.get_loop() is asyncio.get_running_loop():
+            while not listening.done():  # (redis-py 8 can swallow a cancellation: ask again)
+                listening.cancel()
+                await asyncio.wait([listening], timeout=0.1)
         if self.bus is not None:
             await self.bus.aclose()
 
+    async def __aenter__(self) -> WebhookHub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def close_on_signal(self, *signums: int) -> None:
+        """Close the hub as soon as the process receives one of ``signums`` (SIGTERM and
+        SIGINT by default), then run the handler installed before (the server's).
+
+        uvicorn ends the app's lifespan only after the requests in flight: call this in the
+        lifespan so that their waits stop polling slowly while it drains. Outside the main
+        thread it does nothing; :meth:`aclose` still releases the bus at the lifespan's end.
+        """
+        CloseOnSignal.install(self._stop_waiting, signums or (signal.SIGTERM, signal.SIGINT))
+
     async def aiohttp_handler(self, request: web.Request) -> web.Response:
         """An aiohttp.web handler: ``app.router.add_post("/hook", hub.aiohttp_handler)``."""
-        if not hmac.compare_digest(request.query.get(TOKEN_PARAM, "").encode(), self._secret):
+        if not self._accepts(request.query.get(TOKEN_PARAM, "")):
             return web.Response(status=401, text="missing or wrong token")
         if request.content_length is not None and request.content_length > self.max_body:
             return web.Response(status=413, text="body too large")

@@ -1,1 +1,1 @@
-"""Small apps the tests run in real processes (the README's web examples, verbatim)."""
+"""Small apps the tests run in real processes (README examples verbatim, and test helpers)."""
