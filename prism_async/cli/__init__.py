@@ -12,11 +12,12 @@ Layout: ``_registry.py`` (the ``Command`` declaration and ``@command``; how to a
 handler gets, and the steps commands share), ``_ui.py`` (output and the live display), and the
 commands by group: ``_generating.py``, ``_running.py`` (``run``, a resumable bulk run of a
 JSONL file read by ``_batch.py``), ``_transfers.py``, ``_browsing.py``, ``_offline.py``,
-``_ledger.py`` (the ``ledger`` subcommands; ``_ledger_file.py`` has the ``--ledger`` option).
+``_ledger.py`` (the ``ledger`` subcommands; ``_ledger_file.py`` has the ``--ledger`` option),
+``_track.py`` (``track``, the tracker of a taskiq fleet).
 """
 
 # The command modules, imported for their declarations, in the order of ``--help``.
-from . import _generating, _running, _transfers, _browsing, _offline, _ledger  # noqa: F401  # isort: skip
+from . import _generating, _running, _transfers, _browsing, _offline, _ledger, _track  # noqa: F401  # isort: skip
 from ._main import main
 from ._registry import EXIT_API, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_USAGE
 

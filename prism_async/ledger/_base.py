@@ -64,6 +64,27 @@ class Ledger(abc.ABC):
     async def aclose(self) -> None:
         """Release the backend's resources."""
 
+    async def changes(
+        self, after: int = 0, *, limit: int = 500
+    ) -> tuple[Sequence[Submission], int]:
+        """The submissions written (inserted or swapped) since the change cursor ``after``.
+
+        A feed for processes that follow the ledger (``prism-async track``): each write gives
+        the row a new change number, larger than any before it, so a row comes back once per
+        read, with its latest content, in the order of its latest change. Pass the returned
+        cursor to the next call; it is ``after`` itself when nothing changed. ``0`` reads from
+        the beginning. Generation records (:meth:`record`) are not submissions: they do not
+        appear.
+
+        Args:
+            after: the cursor a previous call returned, or 0.
+            limit: the most rows returned (the next call returns the rest).
+
+        Returns:
+            The rows, oldest change first, and the cursor of the last one.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no change feed")
+
     # -- built on them (a backend may do them in fewer round trips) --------------------------
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Submission]:

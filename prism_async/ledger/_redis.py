@@ -30,22 +30,28 @@ logger = logging.getLogger("prism_async.ledger")
 
 _PAGE = 500
 
-# KEYS: row, order, claimed; ARGV: version, doc, seq member, ids json
+# Every write also gives its key the next change number in the ``changes`` sorted set (one
+# member per key, scored by its latest change): the feed of ``Ledger.changes``.
+
+# KEYS: row, order, claimed, changes; ARGV: version, doc, seq member, ids json
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
 local seq = redis.call('INCR', KEYS[2] .. ':seq')
 redis.call('ZADD', KEYS[2], seq, ARGV[3])
 for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', KEYS[3], id) end
+redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[4] .. ':seq'), ARGV[3])
 return 1
 """
 
-# KEYS: row, claimed; ARGV: expected version, new version, doc, old ids json, new ids json
+# KEYS: row, claimed, changes; ARGV: expected version, new version, doc, old ids json,
+# new ids json, key
 _SWAP = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])
 for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SREM', KEYS[2], id) end
 for _, id in ipairs(cjson.decode(ARGV[5])) do redis.call('SADD', KEYS[2], id) end
+redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[3] .. ':seq'), ARGV[6])
 return 1
 """
 
@@ -156,7 +162,8 @@ class RedisLedger(Ledger):
             row, order, claimed = self._keys(submission.key)
             ids = json.dumps(list(submission.generation_ids))
             args = (submission.version, _encode(submission), submission.key, ids)
-            return bool(await client.eval(_INSERT, 3, row, order, claimed, *args))
+            changes = self._changes_key
+            return bool(await client.eval(_INSERT, 4, row, order, claimed, changes, *args))
 
     async def swap(self, expected: Submission, new: Submission) -> bool:
         if new.key != expected.key:
@@ -169,8 +176,9 @@ class RedisLedger(Ledger):
                 _encode(new),
                 json.dumps(list(expected.generation_ids)),
                 json.dumps(list(new.generation_ids)),
+                new.key,
             )
-            return bool(await client.eval(_SWAP, 2, row, claimed, *args))
+            return bool(await client.eval(_SWAP, 3, row, claimed, self._changes_key, *args))
 
     async def record(self, record: GenerationRecord) -> None:
         await self.record_many([record])
@@ -212,6 +220,31 @@ class RedisLedger(Ledger):
             if fields.get("completed_at") is not None:
                 fields["completed_at"] = datetime.fromtimestamp(fields["completed_at"], tz=UTC)
             return GenerationRecord(generation_id, **fields)
+
+    @property
+    def _changes_key(self) -> str:
+        return f"{self.prefix}changes"
+
+    async def changes(
+        self, after: int = 0, *, limit: int = 500
+    ) -> tuple[Sequence[Submission], int]:
+        async with self._redis() as client:
+            found = cast(
+                list[tuple[str, float]],
+                await client.zrangebyscore(
+                    self._changes_key, f"({after}", "+inf", start=0, num=max(1, limit),
+                    withscores=True,
+                ),
+            )  # fmt: skip
+            if not found:
+                return [], after
+            async with client.pipeline(transaction=False) as pipe:
+                for key, _ in found:
+                    pipe.hget(self._keys(key)[0], "doc")
+                docs: list[str | None] = await pipe.execute()
+        # A row written again meanwhile comes back newer: it comes again at its new number.
+        rows = [_decode(doc) for doc in docs if doc is not None]
+        return rows, int(found[-1][1])
 
     async def claimed_ids(self) -> set[str]:
         async with self._redis() as client:

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS submissions (
     request TEXT NOT NULL,
     lease_owner TEXT,
     lease_expires REAL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    changed INTEGER
 );
 CREATE INDEX IF NOT EXISTS submissions_state ON submissions (state);
 CREATE TABLE IF NOT EXISTS generations (
@@ -58,6 +59,8 @@ _COLUMNS = (
     "credits_charged, sent_at, error, request, lease_owner, lease_expires, version"
 )
 _PAGE = 500
+_NEXT_CHANGE = "(SELECT coalesce(max(changed), 0) + 1 FROM submissions)"
+"""The change number of a write: one more than any before (writes are serialised)."""
 _RECORD = (
     "INSERT INTO generations (id, key, status, error, completed_at, path, size) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
@@ -117,6 +120,24 @@ def _submission(row: sqlite3.Row) -> Submission:
     )
 
 
+def _add_change_numbers(db: sqlite3.Connection) -> None:
+    """Give a ledger made before the change feed its ``changed`` column (rows numbered in
+    the order they were first seen), once, whichever process gets there first."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(submissions)")}
+    if "changed" not in columns:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(submissions)")}
+            if "changed" not in columns:
+                db.execute("ALTER TABLE submissions ADD COLUMN changed INTEGER")
+                db.execute("UPDATE submissions SET changed = rowid")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    db.execute("CREATE INDEX IF NOT EXISTS submissions_changed ON submissions (changed)")
+
+
 def _transaction(
     db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
 ) -> list[tuple[bool, Any]]:
@@ -171,6 +192,7 @@ class SQLiteLedger(Ledger):
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
             db.executescript(_SCHEMA)
+            _add_change_numbers(db)
         except BaseException:
             db.close()  # e.g. not a database: never leave the connection open
             raise
@@ -244,7 +266,10 @@ class SQLiteLedger(Ledger):
 
     async def insert(self, submission: Submission) -> bool:
         marks = ", ".join("?" * 15)
-        sql = f"INSERT OR IGNORE INTO submissions ({_COLUMNS}) VALUES ({marks})"
+        sql = (
+            f"INSERT OR IGNORE INTO submissions ({_COLUMNS}, changed) "
+            f"VALUES ({marks}, {_NEXT_CHANGE})"
+        )
         return await self._write(lambda db: db.execute(sql, _row(submission)).rowcount == 1)
 
     async def swap(self, expected: Submission, new: Submission) -> bool:
@@ -252,7 +277,9 @@ class SQLiteLedger(Ledger):
             raise ValueError("swap keeps the key")
         names = _COLUMNS.split(", ")
         sets = ", ".join(f"{name} = ?" for name in names[1:])
-        sql = f"UPDATE submissions SET {sets} WHERE key = ? AND version = ?"
+        sql = (
+            f"UPDATE submissions SET {sets}, changed = {_NEXT_CHANGE} WHERE key = ? AND version = ?"
+        )
         args = (*_row(new)[1:], expected.key, expected.version)
         return await self._write(lambda db: db.execute(sql, args).rowcount == 1)
 
@@ -291,6 +318,19 @@ class SQLiteLedger(Ledger):
             fields = {k: row[k] for k in row.keys()}  # noqa: SIM118  (sqlite3.Row)
             fields["completed_at"] = _moment(fields["completed_at"])
             return GenerationRecord(**fields)
+
+        return await self._run(read)
+
+    async def changes(
+        self, after: int = 0, *, limit: int = 500
+    ) -> tuple[Sequence[Submission], int]:
+        def read(db: sqlite3.Connection) -> tuple[Sequence[Submission], int]:
+            sql = (
+                f"SELECT changed, {_COLUMNS} FROM submissions WHERE changed > ? "
+                "ORDER BY changed LIMIT ?"
+            )
+            rows = db.execute(sql, (after, max(1, limit))).fetchall()
+            return [_submission(row) for row in rows], rows[-1]["changed"] if rows else after
 
         return await self._run(read)
 

@@ -1,0 +1,304 @@
+"""The tracker: one process that waits on every accepted generation of a ledger and hands each
+finished one to a download task (``prism-async track``).
+
+Its only state is the ledger. It follows the ledger's change feed (:meth:`Ledger.changes`):
+every submission that becomes ``accepted`` or ``reconciled`` shows up there, with its ids; an id
+the ledger records as downloaded or failed is skipped, one recorded as completed is enqueued at
+once, the others get a wait (webhooks, when the client has a hub, wake them early). Waits of
+the client record terminal statuses in the ledger. At most ``max_pending`` waits run at once:
+the feed is read further only when there is room, so memory stays bounded however far behind
+it is.
+
+A checkpoint (optional) remembers how far the feed is done: the change cursor below which every
+row was handled (its generations enqueued or finished). A restarted tracker reads from there, so
+a restart costs the pending rows, not the ledger's whole history; without one, it reads the
+whole feed again (the download task skips what was downloaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import attrs
+from redis.asyncio import Redis
+
+from ..._client import PrismClient
+from ..._errors import (
+    AuthenticationError,
+    ClientClosedError,
+    GenerationFailedError,
+    NotFoundError,
+    PermissionDeniedError,
+    WaitTimeoutError,
+)
+from ...ledger import Ledger, Submission
+from ...models.generations import Generation, GenerationStatus
+from ...polling import PollPolicy
+
+__all__ = ["Checkpoint", "RedisCheckpoint", "TrackEvent", "Tracker", "TrackerStats"]
+
+logger = logging.getLogger("prism_async.taskiq")
+
+Enqueue = Callable[[str], Awaitable[None]]
+"""Enqueues the download of one generation id."""
+
+
+@attrs.frozen
+class TrackEvent:
+    """Something the tracker did: ``tracking`` (a wait started), ``enqueued`` (its download
+    task was sent), ``failed`` (the generation failed), ``lost`` (the API does not know it)."""
+
+    kind: str
+    generation_id: str
+    key: str | None = None
+    detail: str | None = None
+
+
+class Checkpoint(Protocol):
+    """Where a tracker keeps the change cursor below which everything was handled."""
+
+    async def load(self) -> int:
+        """The saved cursor (0 when none)."""
+
+    async def save(self, cursor: int) -> None:
+        """Remember ``cursor``."""
+
+
+class RedisCheckpoint:
+    """A :class:`Checkpoint` in one Redis key."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self.redis = redis
+        self.key = key
+
+    async def load(self) -> int:
+        value = await self.redis.get(self.key)
+        return int(value) if value is not None else 0
+
+    async def save(self, cursor: int) -> None:
+        await self.redis.set(self.key, cursor)
+
+
+@attrs.define
+class _Pending:
+    key: str
+    since: int  # the cursor before the feed page its row came in
+    task: asyncio.Task[Generation] | None = None
+
+
+@attrs.define
+class TrackerStats:
+    """What a tracker has done so far."""
+
+    rows: int = 0
+    tracked: int = 0
+    enqueued: int = 0
+    failed: int = 0
+    lost: int = 0
+
+
+class Tracker:
+    """Waits on every accepted generation of ``prism.ledger``; enqueues each completed one.
+
+    Args:
+        prism: a client with the ledger to follow (and a webhook hub, if any).
+        enqueue: sends the download task of one generation id.
+        max_pending: the most waits at once (the feed is read further only below it).
+        scan_interval: seconds between two reads of the feed when it had nothing more.
+        poll: pacing of the waits (default: the client's).
+        wait_timeout: seconds one wait runs before it is started again (never given up).
+        checkpoint: where to keep the feed's handled cursor (None: read it all at start).
+        on_event: called with each :class:`TrackEvent`.
+    """
+
+    def __init__(
+        self,
+        prism: PrismClient,
+        enqueue: Enqueue,
+        *,
+        max_pending: int = 10_000,
+        scan_interval: float = 1.0,
+        poll: PollPolicy | None = None,
+        wait_timeout: float = 3600.0,
+        checkpoint: Checkpoint | None = None,
+        on_event: Callable[[TrackEvent], object] | None = None,
+    ) -> None:
+        if prism.ledger is None:
+            raise ValueError("the tracker needs a client with a ledger")
+        if max_pending < 1 or scan_interval <= 0 or wait_timeout <= 0:
+            raise ValueError("max_pending, scan_interval and wait_timeout must be positive")
+        self.prism = prism
+        self.ledger: Ledger = prism.ledger
+        self.enqueue = enqueue
+        self.max_pending = max_pending
+        self.scan_interval = scan_interval
+        self.poll = poll
+        self.wait_timeout = wait_timeout
+        self.checkpoint = checkpoint
+        self.on_event = on_event
+        self.stats = TrackerStats()
+        self.cursor = 0
+        self._pending: dict[str, _Pending] = {}  # generation id -> its wait
+        self._unsent: dict[str, _Pending] = {}  # completed, the enqueue failed: sent again
+        self._finished: asyncio.Queue[tuple[str, asyncio.Task[Generation]]] = asyncio.Queue()
+        self._saved = -1
+
+    @property
+    def pending(self) -> int:
+        """Waits running now."""
+        return len(self._pending)
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Track until cancelled (or, with ``until_idle``, until nothing is left to do).
+
+        Raises:
+            AuthenticationError, PermissionDeniedError: the API refuses the key.
+        """
+        self.cursor = await self.checkpoint.load() if self.checkpoint is not None else 0
+        next_scan = 0.0
+        try:
+            while True:
+                if time.monotonic() >= next_scan:
+                    read, full = await self._scan()
+                    next_scan = time.monotonic() + (0.0 if full else self.scan_interval)
+                    await self._send_unsent()
+                    await self._save()
+                    if until_idle and not read and not self._pending and not self._unsent:
+                        return
+                try:
+                    async with asyncio.timeout(max(0.0, next_scan - time.monotonic())):
+                        finished = await self._finished.get()
+                except TimeoutError:
+                    continue
+                await self._finish(*finished)
+                while not self._finished.empty():
+                    await self._finish(*self._finished.get_nowait())
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        tasks = [p.task for p in self._pending.values() if p.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._save()
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    async def _scan(self) -> tuple[int, bool]:
+        """Read one page of the feed if there is room: (rows read, whether it was full)."""
+        room = self.max_pending - len(self._pending)
+        if room <= 0:
+            return 0, False
+        limit = min(500, room)
+        since = self.cursor
+        rows, self.cursor = await self.ledger.changes(since, limit=limit)
+        for row in rows:
+            await self._take(row, since)
+        self.stats.rows += len(rows)
+        return len(rows), len(rows) == limit
+
+    async def _take(self, row: Submission, since: int) -> None:
+        if not row.done:
+            return  # it comes again when it changes (accepted, reconciled)
+        for generation_id in row.generation_ids:
+            if generation_id in self._pending or generation_id in self._unsent:
+                continue
+            record = await self.ledger.generation(generation_id)
+            if record is not None and (
+                record.path is not None or record.status == GenerationStatus.FAILED
+            ):
+                continue
+            pending = _Pending(row.key, since)
+            if record is not None and record.status == GenerationStatus.COMPLETED:
+                await self._enqueue(generation_id, pending)
+                continue
+            self._start(generation_id, pending)
+            self.stats.tracked += 1
+            self._event("tracking", generation_id, row.key)
+
+    # -- waits -------------------------------------------------------------------------------
+
+    def _start(self, generation_id: str, pending: _Pending, *, delay: float = 0.0) -> None:
+        task = asyncio.create_task(self._watch(generation_id, delay))
+        task.add_done_callback(functools.partial(self._done, generation_id))
+        pending.task = task
+        self._pending[generation_id] = pending
+
+    def _done(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
+        self._finished.put_nowait((generation_id, task))
+
+    async def _watch(self, generation_id: str, delay: float) -> Generation:
+        await asyncio.sleep(delay)
+        while True:
+            try:
+                return await self.prism.wait_for_generation(
+                    generation_id, timeout=self.wait_timeout, poll=self.poll
+                )
+            except GenerationFailedError as exc:
+                return exc.generation
+            except WaitTimeoutError:
+                continue  # never given up: it is paid for
+
+    async def _finish(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
+        pending = self._pending.pop(generation_id, None)
+        if pending is None or task.cancelled():
+            return
+        exc = task.exception()
+        if isinstance(exc, AuthenticationError | PermissionDeniedError | ClientClosedError):
+            raise exc
+        if isinstance(exc, NotFoundError):
+            self.stats.lost += 1
+            logger.error("tracker: the API does not know %s (key %s)", generation_id, pending.key)
+            self._event("lost", generation_id, pending.key, str(exc))
+            return
+        if exc is not None:  # unexpected: wait again
+            logger.warning(
+                "tracker: the wait for %s failed (%r); waiting again", generation_id, exc
+            )
+            self._start(generation_id, pending, delay=5.0)
+            return
+        generation = task.result()
+        if generation.is_completed:
+            await self._enqueue(generation_id, pending)
+        else:
+            self.stats.failed += 1
+            self._event("failed", generation_id, pending.key, generation.error)
+
+    # -- downloads ---------------------------------------------------------------------------
+
+    async def _enqueue(self, generation_id: str, pending: _Pending) -> None:
+        try:
+            await self.enqueue(generation_id)
+        except Exception as exc:  # the broker is down: send it again on the next scan
+            logger.warning("tracker: could not enqueue the download of %s: %s", generation_id, exc)
+            self._unsent[generation_id] = pending
+            return
+        self._unsent.pop(generation_id, None)
+        self.stats.enqueued += 1
+        self._event("enqueued", generation_id, pending.key)
+
+    async def _send_unsent(self) -> None:
+        for generation_id, pending in list(self._unsent.items()):
+            await self._enqueue(generation_id, pending)
+
+    async def _save(self) -> None:
+        """Save the cursor below which every row was handled."""
+        if self.checkpoint is None:
+            return
+        open_rows = [p.since for p in (*self._pending.values(), *self._unsent.values())]
+        handled = min(open_rows, default=self.cursor)
+        if handled != self._saved:
+            await self.checkpoint.save(handled)
+            self._saved = handled
+
+    def _event(self, kind: str, generation_id: str, key: str, detail: str | None = None) -> None:
+        if self.on_event is not None:
+            self.on_event(TrackEvent(kind, generation_id, key, detail))
