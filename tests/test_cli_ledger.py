@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis import asyncio as redis
 
 from prism_async import InternalServerError, PollPolicy, PrismClient
 from prism_async.cli import main
 from prism_async.cli._context import Context
 from prism_async.cli._main import build_parser
 from prism_async.cli._registry import COMMANDS, EXIT_OK, command, group
-from prism_async.ledger import SQLiteLedger, Submission, SubmissionState
+from prism_async.ledger import RedisLedger, SQLiteLedger, Submission, SubmissionState
 from prism_async.ledger._model import Owner
 from tests.test_cli import ThreadedFake, json_lines
 
@@ -364,3 +365,37 @@ def test_a_group_is_one_declaration_and_one_per_subcommand() -> None:
     with pytest.raises(RuntimeError, match="'ledger' is declared twice"):
         group("ledger", help="again")
     assert ledger.subcommands["list"].handler is not handler
+
+
+def test_a_redis_ledger_is_listed_shown_and_resolved(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--ledger redis://...` reads a fleet's RedisLedger like a file (no API key needed)."""
+    url = redis_url.rsplit("/", 1)[0] + "/7"  # a database of its own, emptied first
+    now = datetime.now(UTC)
+    row = Submission(
+        key="fleet/1",
+        kind="generation",
+        state=SubmissionState.AMBIGUOUS,
+        attempt=1,
+        fingerprint="f" * 64,
+        created_at=now,
+        updated_at=now,
+        request={"prompt": "A cat", "model_name": "veo-3.1", "count": 1},
+    )
+
+    async def seed() -> None:
+        ledger = RedisLedger(url)
+        async with redis.Redis.from_url(url) as client:
+            await client.flushdb()
+        await ledger.insert(row)
+        await ledger.aclose()
+
+    asyncio.run(seed())
+    listed = json_lines(run(capsys, "--json", "ledger", "list", "--ledger", url)[1])
+    assert [(r["key"], r["state"]) for r in listed] == [("fleet/1", "ambiguous")]
+    code, out, _ = run(capsys, "ledger", "resolve", "fleet/1", "--not-sent", "--ledger", url)
+    assert code == 0
+    code, out, _ = run(capsys, "ledger", "show", "fleet/1", "--ledger", url)
+    assert code == 0
+    assert "rejected" in out

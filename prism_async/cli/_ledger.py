@@ -21,27 +21,30 @@ from .._errors import SubmissionInFlightError
 from ..ledger import GenerationRecord, Ledger, Submission, SubmissionState
 from ..ledger._model import lease_is_alive
 from ._context import Context
-from ._ledger_file import DEFAULT_LEDGER, ledger_option, ledger_path, readable_ledger
+from ._ledger_file import (
+    DEFAULT_LEDGER,
+    ledger_option,
+    ledger_path,
+    open_ledger,
+    readable_ledger,
+)
 from ._registry import EXIT_FAILED, EXIT_OK, UsageError, command, group
 
 __all__ = ["DEFAULT_LEDGER", "ledger_path"]
 
 
 def _existing(args: argparse.Namespace) -> str:
-    """The ledger file, which must exist (reading never creates an empty ledger)."""
+    """The ledger ``--ledger`` names; a file must exist (reading never creates a ledger)."""
     path = ledger_path(args)
-    if not Path(path).is_file():
-        raise UsageError(f"--ledger: no ledger at {path}")
+    open_ledger(path, must_exist=True)  # checks only: nothing is opened before first use
     return path
 
 
 @contextlib.asynccontextmanager
 async def _open(path: str) -> AsyncIterator[Ledger]:
-    """The ledger in ``path``, closed afterwards."""
-    from ..ledger import SQLiteLedger
-
+    """The ledger at ``path`` (a file or a redis URL), closed afterwards."""
     with readable_ledger(path):
-        async with SQLiteLedger(path) as ledger:
+        async with open_ledger(path, must_exist=True) as ledger:
             yield ledger
 
 
@@ -205,9 +208,7 @@ def _reconcile_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _reconcile_client(args: argparse.Namespace) -> Mapping[str, Any]:
-    from ..ledger import SQLiteLedger
-
-    return {"ledger": SQLiteLedger(_existing(args))}
+    return {"ledger": open_ledger(ledger_path(args), must_exist=True)}
 
 
 @command(

@@ -9,12 +9,38 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
+from ..ledger import Ledger
 from ._registry import UsageError
 
-__all__ = ["DEFAULT_LEDGER", "ledger_option", "ledger_path", "readable_ledger"]
+__all__ = [
+    "DEFAULT_LEDGER",
+    "REDIS_SCHEMES",
+    "ledger_option",
+    "ledger_path",
+    "open_ledger",
+    "readable_ledger",
+]
 
 DEFAULT_LEDGER = "prism-ledger.db"
 """The ledger file when neither ``--ledger`` nor ``$PRISM_LEDGER`` names one."""
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""A ``--ledger`` starting with one of these is a Redis server (a fleet's ledger)."""
+
+
+def open_ledger(location: str, *, must_exist: bool, prefix: str | None = None) -> Ledger:
+    """The ledger ``--ledger`` names: a ``RedisLedger`` for a redis URL, else a SQLite file
+    (which reading commands require to exist: they never create an empty ledger)."""
+    if location.startswith(REDIS_SCHEMES):
+        from ..ledger import RedisLedger
+
+        return RedisLedger(location) if prefix is None else RedisLedger(location, prefix=prefix)
+    from ..ledger import SQLiteLedger
+
+    if must_exist and not os.path.isfile(location):
+        raise UsageError(f"--ledger: no ledger at {location}")
+    return SQLiteLedger(location)
 
 
 def ledger_path(args: argparse.Namespace) -> str:
@@ -27,7 +53,10 @@ def ledger_option(parser: argparse.ArgumentParser, *, note: str = "") -> None:
     parser.add_argument(
         "--ledger",
         metavar="PATH",
-        help=f"the ledger file (default: $PRISM_LEDGER, then {DEFAULT_LEDGER}){note}",
+        help=(
+            f"the ledger file, or a redis:// URL (default: $PRISM_LEDGER, then "
+            f"{DEFAULT_LEDGER}){note}"
+        ),
     )
 
 

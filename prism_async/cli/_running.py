@@ -29,7 +29,7 @@ from ..ledger import Ledger, Submission, SubmissionState
 from ..runs import RunResult
 from ._batch import BatchLine, default_run_id, load_batch, run_keys
 from ._context import Context
-from ._ledger_file import ledger_option, ledger_path, readable_ledger
+from ._ledger_file import ledger_option, ledger_path, open_ledger, readable_ledger
 from ._registry import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, command
 from ._ui import RowUpdate
 
@@ -81,9 +81,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_client(args: argparse.Namespace) -> Mapping[str, Any]:
-    from ..ledger import SQLiteLedger
-
-    return {"ledger": SQLiteLedger(ledger_path(args))}
+    return {"ledger": open_ledger(ledger_path(args), must_exist=False)}
 
 
 @command(

@@ -24,11 +24,12 @@ import attrs
 from ..ledger import Ledger
 from ..polling import PollPolicy
 from ._context import Context
+from ._ledger_file import REDIS_SCHEMES, open_ledger
 from ._registry import EXIT_OK, UsageError, command
 
 __all__ = ["track"]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = REDIS_SCHEMES
 
 
 def _track_options(parser: argparse.ArgumentParser) -> None:
@@ -87,15 +88,9 @@ def _ledger_url(args: argparse.Namespace) -> str:
 
 def _open_ledger(args: argparse.Namespace) -> Ledger:
     url = _ledger_url(args)
-    if url.startswith(_REDIS_SCHEMES):
-        from ..ledger import RedisLedger
-
-        return RedisLedger(url, prefix=args.ledger_prefix)
-    from ..ledger import SQLiteLedger
-
-    if not os.path.isfile(os.path.expanduser(url)):
-        raise UsageError(f"--ledger: no ledger at {url}")
-    return SQLiteLedger(os.path.expanduser(url))
+    if not url.startswith(_REDIS_SCHEMES):
+        url = os.path.expanduser(url)
+    return open_ledger(url, must_exist=True, prefix=args.ledger_prefix)
 
 
 def _broker_url(args: argparse.Namespace) -> str:
