@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger")
+CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "fleet")
 
 
 def _machine() -> dict[str, Any]:
@@ -65,6 +65,10 @@ def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
         from . import ledger
 
         return ledger.run(quick)
+    if name == "fleet":
+        from . import fleet
+
+        return fleet.run(quick)
     from . import imports
 
     return [imports.run(quick)]
@@ -121,6 +125,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             f"{seconds['aiohttp'] * 1000:.0f} ms | {row['ratio_vs_aiohttp']} | - | - |"
         )
     rows.extend(_ledger_rows(results.get("ledger", [])))
+    rows.extend(_fleet_rows(results.get("fleet", [])))
     return "\n".join(rows)
 
 
@@ -152,13 +157,35 @@ def _ledger_rows(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def _fleet_rows(results: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for row in results:
+        load = row["projection"]
+        default = load["loads"]["default policy"]
+        rows.append(
+            f"| fleet: {row['generations']} generations, {row['workers']} workers + 1 tracker "
+            f"(steady {row['poll_interval_s']:g} s polls) | {row['submissions_per_s']} "
+            f"submissions/s, {row['status_requests_per_generation']} status req/gen (tracker "
+            f"{row['tracker_status_requests_per_generation']}), lag p50 {row['lag_p50_s']} s / "
+            f"p99 {row['lag_p99_s']} s, {row['tracker_kb_per_pending']} KB/pending, "
+            f"{row['duplicate_posts']} duplicate POSTs, {row['downloaded']} downloaded | 1M/day: "
+            f"{load['arriving_per_s']}/s, {load['in_flight']} in flight, "
+            f"{default['status_requests_per_s']} status req/s (default policy) | one tracker: "
+            f"{load['status_requests_per_s_one_core']:.0f} status req/CPU-s, "
+            f"{load['tracker_memory_mb_in_flight']} MB and {default['tracker_cores']} core at "
+            f"1M/day; suffices: {'yes' if load['one_tracker_suffices'] else 'no'} | 0 duplicate "
+            f"POSTs, every video once | {_yes(row['met'])} |"
+        )
+    return rows
+
+
 def _yes(value: bool) -> str:
     return "yes" if value else "**no**"
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes: under a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes: about 2 minutes")
     parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
     parser.add_argument("--output", default=str(Path(__file__).with_name("results.json")))
     args = parser.parse_args(argv)

@@ -9,6 +9,11 @@
 * ``fake``: the SDK's own :class:`~prism_async.testing.FakePrismServer` (the whole API, videos
   included) with unlimited credits; ``args`` are ``(shortest, longest, seed, video_bytes)``:
   each generation takes a seeded random number of seconds between the two.
+* ``fleet``: the same fake, plus a second port (``stats_root``) that reports what the fake saw
+  without going through its request log's JSON: ``GET /progress`` (generations created,
+  requests received) and ``GET /report`` (every generation's prompt and wall-clock creation
+  and finish times, create POSTs per prompt, status GETs, video GETs per generation, and the
+  other requests by route), for ``fleet.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import multiprocessing
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -145,28 +151,101 @@ def _run_canned(sock: socket.socket) -> None:
     asyncio.run(serve())
 
 
-def _run_fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> None:
+def _fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> Any:
     from prism_async.testing import FakePrismServer
 
     rng = random.Random(seed)
-    server = FakePrismServer(
+    return FakePrismServer(
         api_key="prism_sk_bench",
         credits=10**12,
         generation_seconds=lambda: rng.uniform(shortest, longest),
         port=port,
         video_bytes=video_bytes,
     )
-    asyncio.run(server.serve_forever())
+
+
+def _run_fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> None:
+    asyncio.run(_fake(port, shortest, longest, seed, video_bytes).serve_forever())
+
+
+def _fleet_report(fake: Any) -> dict[str, Any]:
+    """What the fake saw, for the fleet case; times are wall-clock (``time.time()``)."""
+    now = fake.now()
+    offset = time.time() - now  # server clock (monotonic, never advanced here) -> wall clock
+    posts: Counter[str] = Counter()
+    videos: Counter[str] = Counter()
+    status_gets = 0
+    other: Counter[str] = Counter()
+    for request in fake.requests:
+        path: str = request.path
+        if request.method == "POST" and path == "/api/generations":
+            posts[str((request.json or {}).get("prompt"))] += 1
+        elif request.method == "GET" and path.startswith("/api/generations/"):
+            status_gets += 1
+        elif request.method == "GET" and path.startswith("/storage/videos/"):
+            videos[path.rsplit("/", 1)[-1].removesuffix(".mp4")] += 1
+        else:
+            other[f"{request.method} {'/'.join(path.split('/')[:3])}"] += 1
+    return {
+        "generations": [
+            [g.id, g.prompt, g.created + offset, g.finished_at() + offset, g.status_at(now)]
+            for g in fake.generations.values()
+        ],
+        "posts_by_prompt": dict(posts),
+        "status_gets": status_gets,
+        "video_gets_by_generation": dict(videos),
+        "other_requests": dict(other),
+    }
+
+
+def _fleet_stats_app(fake: Any) -> web.Application:
+    async def progress(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"generations": len(fake.generations), "requests": len(fake.requests)}
+        )
+
+    async def report(request: web.Request) -> web.Response:
+        return web.json_response(_fleet_report(fake))
+
+    app = web.Application()
+    app.router.add_get("/progress", progress)
+    app.router.add_get("/report", report)
+    return app
+
+
+def _run_fleet(port: int, stats: socket.socket, *args: Any) -> None:
+    """The fake on ``port`` and its report on ``stats``, in one event loop."""
+
+    async def serve() -> None:
+        fake = _fake(port, *args)
+        await fake.start()
+        runner = web.AppRunner(_fleet_stats_app(fake), access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, stats).start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            await fake.close()
+
+    asyncio.run(serve())
 
 
 def _serve(conn: Connection, kind: str, args: tuple[Any, ...]) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     conn.send(sock.getsockname()[1])
-    if kind == "fake":  # FakePrismServer binds its own socket: hand it the port
+    if kind in ("fake", "fleet"):  # FakePrismServer binds its own socket: hand it the port
         port = sock.getsockname()[1]
         sock.close()
-        _run_fake(port, *args)
+        if kind == "fake":
+            _run_fake(port, *args)
+            return
+        stats = socket.socket()
+        stats.bind(("127.0.0.1", 0))
+        stats.listen(128)
+        conn.send(stats.getsockname()[1])
+        _run_fleet(port, stats, *args)
         return
     if kind == "canned":
         _run_canned(sock)
@@ -184,15 +263,25 @@ class ServerProcess:
         ctx = multiprocessing.get_context("spawn")
         self._parent, child = ctx.Pipe()
         self._process = ctx.Process(target=_serve, args=(child, kind, args), daemon=True)
+        self.kind = kind
         self.root = ""
         self.base_url = ""
+        self.stats_root = ""
+        """``fleet``: the root of its report (``/progress``, ``/report``)."""
 
     def __enter__(self) -> ServerProcess:
         self._process.start()
         port = self._parent.recv()
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/api"
+        if self.kind == "fleet":
+            self.stats_root = f"http://127.0.0.1:{self._parent.recv()}"
         return self
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (once started)."""
+        return self._process.pid
 
     def __exit__(self, *exc: object) -> None:
         self._process.terminate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import __main__ as suite
-from benchmarks import bulk_wait, imports, ledger, parsing, throughput, transfers
+from benchmarks import bulk_wait, fleet, imports, ledger, parsing, throughput, transfers
 from prism_async import PollPolicy
 
 
@@ -60,3 +60,22 @@ def test_ledger_case_runs_both_parts_and_the_table() -> None:
     assert "create with a SQLite ledger" in text
     assert "prism.run, 6 generations" in text
     assert "- (quick)" in text
+
+
+def test_fleet_case_runs_workers_and_a_tracker() -> None:
+    """30 submissions through 2 real taskiq worker processes and a ``prism-async track``
+    process, on a real redis-server, against the fake in another process: no duplicate POST,
+    every video downloaded once, a detection lag for each generation, and the table row."""
+    [row] = fleet.run(size=30, seconds=(0.5, 2.0), poll=0.5)
+    assert row["duplicate_posts"] == 0
+    assert row["keys_without_post"] == 0
+    assert row["downloaded"] == 30
+    assert row["duplicate_downloads"] == 0
+    assert row["detected"] == 30
+    assert row["met"] is True
+    assert row["judged"] is False
+    assert row["tracker_max_pending"] >= 1
+    assert row["submissions_per_s"] > 0
+    assert row["projection"]["in_flight"] == 2083
+    text = suite.table({"fleet": [row]})
+    assert "fleet: 30 generations, 2 workers + 1 tracker" in text
