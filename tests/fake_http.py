@@ -86,3 +86,18 @@ async def presign(
     status, payload = await call(http, "POST", f"{server.base_url}/s3/presign-upload", json=body)
     assert status == 200, payload
     return dict(payload)
+
+
+ASSET_KEYS = {  # every field of an asset search item (prism-api.md)
+    "id",
+    "asset_id",
+    "asset_s3_key",
+    "asset_url",
+    "asset_type",
+    "prompt",
+    "model_name",
+    "published_at",
+    "created_at",
+    "metadata",
+    "source",
+}

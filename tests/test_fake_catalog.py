@@ -17,21 +17,8 @@ import aiohttp
 import pytest
 
 from prism_async.testing import FakePrismServer
-from tests.fake_http import PNG, SECONDS, assert_error, call, create, create_one
+from tests.fake_http import ASSET_KEYS, PNG, SECONDS, assert_error, call, create, create_one
 
-ASSET_KEYS = {
-    "id",
-    "asset_id",
-    "asset_s3_key",
-    "asset_url",
-    "asset_type",
-    "prompt",
-    "model_name",
-    "published_at",
-    "created_at",
-    "metadata",
-    "source",
-}
 CHARACTER_KEYS = {"id", "name", "description", "created_at"}
 
 

@@ -18,6 +18,7 @@ import aiohttp
 
 from prism_async.testing import FakePrismServer
 from tests.fake_http import (
+    ASSET_KEYS,
     SECONDS,
     assert_error,
     call,
@@ -26,20 +27,6 @@ from tests.fake_http import (
     get_generation,
     template_generate,
 )
-
-ASSET_KEYS = {
-    "id",
-    "asset_id",
-    "asset_s3_key",
-    "asset_url",
-    "asset_type",
-    "prompt",
-    "model_name",
-    "published_at",
-    "created_at",
-    "metadata",
-    "source",
-}
 
 
 async def history(
