@@ -261,13 +261,17 @@ class PrismClient:
     ) -> AsyncGenerator[RunResult, None]:
         """Run a resumable bulk job: submit, wait, download; yield results as they finish.
 
-        Needs a ledger. Each request is a durable submission keyed by its ``key`` or
-        ``f"{run_id}/{index}"``: at most ``concurrency`` POSTs are in flight, and running the
-        same code again resumes (accepted keys are not sent again, ambiguous ones are
-        reconciled first, downloaded videos are not downloaded again; stale ``.part`` files of
-        a killed run are removed). ``max_credits`` bounds what the run's keys are charged in
-        all (no submission starts that could pass it at the highest price seen); a 402 stops
-        further submissions, which come back ``skipped``.
+        Needs a ledger. Each request is a durable submission keyed by its ``key``, or else by
+        the request itself: ``f"{run_id}/{digest}"`` (the first 16 hex digits of its
+        fingerprint; ``.{n}`` added for the n-th identical request), so inserting, deleting or
+        reordering requests changes no other request's key. At most ``concurrency`` POSTs are
+        in flight, and running the same code again resumes (accepted keys are not sent again,
+        ambiguous ones are reconciled first, downloaded videos are not downloaded again; stale
+        ``.part`` files of a killed run are removed). ``max_credits`` bounds what the run's
+        keys are charged in all, reconciled and resolved keys included (no submission starts
+        that could pass it at the highest price seen); a 402 stops further submissions, which
+        come back ``skipped``. A request whose explicit ``key`` is recorded for another request
+        comes back ``conflict``, and nothing is sent for it.
 
         Args:
             requests: :class:`GenerationRequest` and :class:`TemplateRequest` objects.

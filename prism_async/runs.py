@@ -1,8 +1,9 @@
 """Resumable bulk runs: ``prism.run(requests, run_id=...)`` on a client with a ledger.
 
-Each request becomes a durable submission (key: its own ``key`` or ``f"{run_id}/{index}"``),
-is waited for and downloaded, and comes back as one :class:`RunResult` as soon as it is
-finished. Running the same code again resumes: accepted keys are not sent again, ambiguous
+Each request becomes a durable submission (key: its own ``key``, or one derived from the
+request itself: see :mod:`prism_async._run_plan`), is waited for and downloaded, and comes back
+as one :class:`RunResult` as soon as it is finished. Running the same code again resumes, even
+after lines were inserted, deleted or reordered: accepted keys are not sent again, ambiguous
 ones are reconciled first, and videos already downloaded are not downloaded again.
 """
 
@@ -10,34 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from attrs import frozen
 
+from ._converters import unstructure
 from ._errors import (
     AmbiguousSubmissionError,
     GenerationFailedError,
     InsufficientCreditsError,
     InvalidRequestError,
     PrismError,
+    SubmissionConflictError,
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from .ledger._model import GenerationRecord, Submission
+from ._run_plan import Credits, Plan, plan_run
+from .ledger._base import Ledger
+from .ledger._model import GenerationRecord, Submission, SubmissionState
 from .models.generations import Generation, GenerationBatch
 from .models.templates import TemplateGenerationBatch
 from .polling import PollPolicy
-from .resources.generations import generation_body, safe_name
-from .resources.templates import template_body
+from .resources.generations import generation_body, generation_intent, safe_name
+from .resources.templates import template_body, template_intent
 
 if TYPE_CHECKING:
     from ._client import PrismClient
     from ._durable import Durable
 
-__all__ = ["GenerationRequest", "RunResult", "TemplateRequest", "run"]
+__all__ = ["GenerationRequest", "RunResult", "TemplateRequest", "run", "run_credits", "run_keys"]
 
 
 @frozen
@@ -60,7 +65,7 @@ class GenerationRequest:
     audio_key: str | None = None
     template_id: str | None = None
     key: str | None = None
-    """The ledger key; ``f"{run_id}/{index}"`` when None."""
+    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
 
     def __attrs_post_init__(self) -> None:
         generation_body(**self.arguments())
@@ -80,7 +85,7 @@ class TemplateRequest:
     character_variables: Mapping[str, str] | None = None
     webhook_url: str | None = None
     key: str | None = None
-    """The ledger key; ``f"{run_id}/{index}"`` when None."""
+    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
 
     def __attrs_post_init__(self) -> None:
         template_body(self.template_id, self.variables, self.character_variables, self.webhook_url)
@@ -93,11 +98,17 @@ class RunResult:
 
     ``state`` is ``downloaded``, ``completed`` (no ``download_to``, or its download failed:
     see ``error``), ``failed`` (a generation failed, or its wait did: see ``error``),
-    ``ambiguous``, ``rejected``, ``timed_out`` or ``skipped`` (not submitted: credits exhausted
-    or ``max_credits`` reached).
+    ``ambiguous``, ``rejected``, ``timed_out``, ``skipped`` (not submitted: credits exhausted
+    or ``max_credits`` reached) or ``conflict`` (its explicit ``key`` is recorded for another
+    request: nothing was sent).
     """
 
     key: str
+    """Its ledger key."""
+    index: int
+    """Its position in the run's input."""
+    request: GenerationRequest | TemplateRequest
+    """The request it answers."""
     state: str
     generations: tuple[Generation, ...] = ()
     """The finished generations (completed and failed)."""
@@ -115,48 +126,98 @@ def _check_key(key: str | None) -> None:
         raise InvalidRequestError("key", "must be a non-empty string")
 
 
+def _intent(request: Request) -> tuple[str, dict[str, Any]]:
+    """A request's ledger kind and fingerprinted body, exactly as its send records them."""
+    if isinstance(request, GenerationRequest):
+        return "generation", generation_intent(unstructure(generation_body(**request.arguments())))
+    body = template_body(
+        request.template_id, request.variables, request.character_variables, request.webhook_url
+    )
+    return "template", template_intent(request.template_id, unstructure(body))
+
+
+def _checked(requests: Iterable[Request], run_id: str) -> list[Request]:
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise InvalidRequestError("run_id", "must be a non-empty string")
+    items = list(requests)
+    for index, request in enumerate(items):
+        if not isinstance(request, GenerationRequest | TemplateRequest):
+            raise InvalidRequestError(
+                f"requests[{index}]", "must be a GenerationRequest or a TemplateRequest"
+            )
+    return items
+
+
+async def _plan(
+    ledger: Ledger, requests: Sequence[Request], run_id: str
+) -> tuple[list[Plan], dict[str, Submission]]:
+    return await plan_run(ledger, requests, [_intent(r) for r in requests], run_id)
+
+
+async def run_keys(ledger: Ledger, requests: Iterable[Request], run_id: str) -> list[str]:
+    """The ledger key of each request in ``prism.run(requests, run_id=run_id)`` on ``ledger``:
+    its ``key``, else ``f"{run_id}/{digest}"`` (``.{n}`` for the n-th identical request), or
+    the positional key an earlier version recorded for the same request.
+
+    Raises:
+        InvalidRequestError: a bad ``run_id`` or request, or two requests with one key.
+    """
+    plans, _ = await _plan(ledger, _checked(requests, run_id), run_id)
+    return [plan.key for plan in plans]
+
+
+async def run_credits(
+    ledger: Ledger, requests: Iterable[Request], run_id: str
+) -> tuple[float, float]:
+    """What the keys of ``prism.run(requests, run_id=run_id)`` were charged, as ``max_credits``
+    counts it (reconciled and resolved keys at the price seen for the same request shape),
+    and what its ambiguous keys would add if they were queued."""
+    plans, known = await _plan(ledger, _checked(requests, run_id), run_id)
+    credits = Credits()
+    for plan in plans:
+        credits.count(plan, known.get(plan.key))
+    return credits.charged, credits.held
+
+
 class _Budget:
     """``max_credits`` and the stop after a 402, shared by a run's submissions."""
 
-    def __init__(self, max_credits: float | None, charged: float, price: float) -> None:
+    def __init__(self, max_credits: float | None, credits: Credits) -> None:
         self.max_credits = max_credits
-        self.charged = charged
-        self.price = price  # the highest price seen
+        self.credits = credits
         self.in_flight = 0
         self.stopped = False
         self.changed = asyncio.Condition()
 
     async def reserve(self) -> bool:
-        """Whether one more submission may start now (it waits while prices are unknown)."""
+        """Whether one more submission may start now (it waits while prices are unknown).
+
+        Every credit the run's keys were (or may have been) charged counts, and each
+        submission in flight at the highest price seen.
+        """
         async with self.changed:
             while True:
                 if self.stopped:
                     return False
                 if self.max_credits is None:
                     break
-                if self.price == 0.0 and self.in_flight:
+                price = self.credits.highest
+                if price == 0.0 and self.in_flight:
                     await self.changed.wait()  # no price seen yet: one submission at a time
                     continue
-                if self.charged + (self.in_flight + 1) * self.price > self.max_credits:
+                spent = self.credits.charged + self.credits.held
+                if spent + (self.in_flight + 1) * price > self.max_credits:
                     return False
                 break
             self.in_flight += 1
             return True
 
-    async def release(self, charged: float | None, *, stop: bool = False) -> None:
+    async def release(self, *, stop: bool = False) -> None:
+        """A submission ended (its charge already counted in ``credits``)."""
         async with self.changed:
             self.in_flight -= 1
-            if charged:
-                self.charged += charged
-                self.price = max(self.price, charged)
             self.stopped = self.stopped or stop
             self.changed.notify_all()
-
-
-def _charged_before(rows: dict[str, Submission]) -> tuple[float, float]:
-    """What the run's keys were charged so far, and the highest price among them."""
-    charges = [row.credits_charged or 0.0 for row in rows.values() if row.done]
-    return sum(charges), max(charges, default=0.0)
 
 
 async def run(
@@ -177,36 +238,29 @@ async def run(
     durable = prism._durable
     if durable is None:
         raise InvalidRequestError("ledger", "prism.run needs PrismClient(ledger=...)")
-    if not isinstance(run_id, str) or not run_id.strip():
-        raise InvalidRequestError("run_id", "must be a non-empty string")
+    items = _checked(requests, run_id)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidRequestError("concurrency", "must be an integer of at least 1")
     if max_credits is not None and (isinstance(max_credits, bool) or max_credits < 0):
         raise InvalidRequestError("max_credits", "must be 0 or more")
-    items = list(requests)
-    for index, request in enumerate(items):
-        if not isinstance(request, GenerationRequest | TemplateRequest):
-            raise InvalidRequestError(
-                f"requests[{index}]", "must be a GenerationRequest or a TemplateRequest"
-            )
-    keys = [r.key or f"{run_id}/{i}" for i, r in enumerate(items)]
-    if len(set(keys)) != len(keys):
-        raise InvalidRequestError("requests", "two requests have the same key")
+    plans, known = await _plan(durable.ledger, items, run_id)  # one read for the whole run
     folder = None if download_to is None else await asyncio.to_thread(_make_folder, download_to)
-    known = await durable.ledger.get_many(keys)  # one read for the whole run
-    budget = _Budget(max_credits, *_charged_before(known))
+    credits = Credits()
+    for plan in plans:
+        credits.count(plan, known.get(plan.key))
+    budget = _Budget(max_credits, credits)
     slots = asyncio.Semaphore(concurrency)
     job = _Job(prism, durable, budget, slots, folder, timeout, poll, known)
     results: asyncio.Queue[RunResult] = asyncio.Queue()
 
-    async def one(key: str, request: Request) -> None:
+    async def one(plan: Plan) -> None:
         try:
-            result = await job.run_one(key, request)
+            result = await job.run_one(plan)
         except Exception as exc:  # e.g. a 401/404 while waiting: reported, never a hang
-            result = RunResult(key, "failed", error=exc)
+            result = _result(plan, "failed", error=exc)
         results.put_nowait(result)
 
-    tasks = [asyncio.create_task(one(k, r)) for k, r in zip(keys, items, strict=True)]
+    tasks = [asyncio.create_task(one(plan)) for plan in plans]
     try:
         for _ in tasks:
             yield await results.get()
@@ -214,6 +268,10 @@ async def run(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _result(plan: Plan, state: str, *args: Any, **kwargs: Any) -> RunResult:
+    return RunResult(plan.key, plan.index, plan.request, state, *args, **kwargs)
 
 
 @attrs.define
@@ -230,58 +288,65 @@ class _Job:
     fresh: set[str] = attrs.field(factory=set)
     """Generation ids this run queued: nothing can have downloaded them before."""
 
-    async def run_one(self, key: str, request: Request) -> RunResult:
+    async def run_one(self, plan: Plan) -> RunResult:
         try:
-            ids = await self._submit(key, request)
+            ids = await self._submit(plan)
         except _Ended as ended:
             return ended.result
-        return await self._finish(key, ids)
+        return await self._finish(plan, ids)
 
-    async def _submit(self, key: str, request: Request) -> list[str]:
+    async def _submit(self, plan: Plan) -> list[str]:
+        key, credits = plan.key, self.budget.credits
         recorded = self.known.get(key)
+        if recorded is not None and recorded.fingerprint != plan.fingerprint:
+            raise _Ended(_result(plan, "conflict", error=SubmissionConflictError(key)))
         if recorded is not None and recorded.state in ("ambiguous", "sending"):
             try:
                 recorded = await self.prism.reconcile(key)
             except PrismError as exc:
-                raise _Ended(RunResult(key, "ambiguous", error=exc)) from None
+                raise _Ended(_result(plan, "ambiguous", error=exc)) from None
+            credits.count(plan, recorded)
+            if recorded.state == SubmissionState.AMBIGUOUS:
+                error = AmbiguousSubmissionError(key, recorded)
+                raise _Ended(_result(plan, "ambiguous", error=error))
         if recorded is not None and recorded.done:
             return list(recorded.generation_ids)
         async with self.slots:
             if not await self.budget.reserve():
-                raise _Ended(RunResult(key, "skipped"))
-            charged: float | None = None
+                raise _Ended(_result(plan, "skipped"))
             stop = False
             try:
-                batch = await self._send(key, request)
-                charged = (
-                    batch.metadata.credits_charged
-                    if isinstance(batch, GenerationBatch)
-                    else batch.credits_charged
-                )
-                if recorded is None or not recorded.done:
-                    self.fresh.update(batch.ids)
+                batch = await self._send(plan)
+                credits.charge(plan, _charged(batch))
+                self.fresh.update(batch.ids)
                 return batch.ids
+            except SubmissionConflictError as exc:
+                raise _Ended(_result(plan, "conflict", error=exc)) from None
             except (AmbiguousSubmissionError, SubmissionInFlightError) as exc:
-                raise _Ended(RunResult(key, "ambiguous", error=exc)) from None
+                credits.hold(plan)  # it may have been queued (and charged)
+                raise _Ended(_result(plan, "ambiguous", error=exc)) from None
             except PrismError as exc:
                 stop = isinstance(exc, InsufficientCreditsError)
+                if exc.maybe_sent:
+                    credits.hold(plan)
                 state = "ambiguous" if exc.maybe_sent else "rejected"
-                raise _Ended(RunResult(key, state, error=exc)) from None
+                raise _Ended(_result(plan, state, error=exc)) from None
             finally:
-                await self.budget.release(charged, stop=stop)
+                await self.budget.release(stop=stop)
 
-    async def _send(self, key: str, request: Request) -> GenerationBatch | TemplateGenerationBatch:
+    async def _send(self, plan: Plan) -> GenerationBatch | TemplateGenerationBatch:
+        request = plan.request
         if isinstance(request, GenerationRequest):
-            return await self.prism.generations.create(key=key, **request.arguments())
+            return await self.prism.generations.create(key=plan.key, **request.arguments())
         return await self.prism.templates.generate(
             request.template_id,
             variables=request.variables,
             character_variables=request.character_variables,
             webhook_url=request.webhook_url,
-            key=key,
+            key=plan.key,
         )
 
-    async def _finish(self, key: str, ids: list[str]) -> RunResult:
+    async def _finish(self, plan: Plan, ids: list[str]) -> RunResult:
         outcomes = await self.prism.wait_for_generations(
             ids, timeout=self.timeout, poll=self.poll, return_exceptions=True
         )
@@ -301,16 +366,16 @@ class _Job:
             else:
                 raise outcome
         if self.folder is None or state == "timed_out":
-            return RunResult(key, state, tuple(finished), error=error)
+            return _result(plan, state, tuple(finished), error=error)
         paths: list[Path] = []
         try:
             for generation in finished:
                 if generation.is_completed:
                     paths.append(await self._download(generation, self.folder))
         except PrismError as exc:
-            return RunResult(key, state, tuple(finished), tuple(paths), error or exc)
+            return _result(plan, state, tuple(finished), tuple(paths), error or exc)
         state = "downloaded" if state == "completed" else state
-        return RunResult(key, state, tuple(finished), tuple(paths), error)
+        return _result(plan, state, tuple(finished), tuple(paths), error)
 
     async def _download(self, generation: Generation, folder: Path) -> Path:
         if generation.id in self.fresh:
@@ -348,6 +413,12 @@ def _already_downloaded(
         stale.unlink(missing_ok=True)
     final = folder / f"{safe_name(generation_id)}.mp4"
     return final if final.is_file() and final.stat().st_size > 0 else None
+
+
+def _charged(batch: GenerationBatch | TemplateGenerationBatch) -> float | None:
+    if isinstance(batch, GenerationBatch):
+        return batch.metadata.credits_charged
+    return batch.credits_charged
 
 
 class _Ended(Exception):

@@ -24,7 +24,9 @@ import sys
 from typing import Any
 
 from prism_async import GenerationRequest, PollPolicy, PrismClient, RunResult
+from prism_async._durable import fingerprint
 from prism_async.ledger import SQLiteLedger
+from prism_async.runs import _intent
 
 MODEL = "veo-3.1-fast"
 FAST_POLL = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2, timeout=60.0)
@@ -35,9 +37,15 @@ def prompt_of(index: int) -> str:
     return f"crash matrix clip <{index:03d}>: a lighthouse at dusk"
 
 
+def request_of(index: int) -> GenerationRequest:
+    """Request ``index`` of every run."""
+    return GenerationRequest(prompt=prompt_of(index), model_name=MODEL)
+
+
 def key_of(run_id: str, index: int) -> str:
-    """The ledger key ``prism.run`` gives request ``index`` (no explicit ``key``)."""
-    return f"{run_id}/{index}"
+    """The ledger key ``prism.run`` gives request ``index`` (no explicit ``key``): the run id
+    and the first 16 hex digits of the request's fingerprint."""
+    return f"{run_id}/{fingerprint(*_intent(request_of(index)))[:16]}"
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -55,7 +63,7 @@ def describe(result: RunResult) -> dict[str, Any]:
 
 
 async def main(args: argparse.Namespace) -> int:
-    requests = [GenerationRequest(prompt=prompt_of(i), model_name=MODEL) for i in range(args.count)]
+    requests = [request_of(i) for i in range(args.count)]
     ledger = SQLiteLedger(args.ledger)
     async with PrismClient(
         args.api_key, base_url=args.base_url, timeout=args.timeout, poll=FAST_POLL, ledger=ledger

@@ -100,15 +100,18 @@ def test_a_batch_runs_then_a_rerun_sends_and_downloads_nothing(
     code, out, _ = run(capsys, *argv)
     assert code == 0
     assert ledger.is_file()  # made when missing
-    first = {r["key"]: r for r in json_lines(out)}
+    first = {r["line"]: r for r in json_lines(out)}
     run_id = default_run_id(file)
-    assert set(first) == {f"{run_id}/0", f"{run_id}/1", "bird", f"{run_id}/3"}
-    lines = {f"{run_id}/0": 1, f"{run_id}/1": 3, "bird": 5, f"{run_id}/3": 7}
-    assert {key: record["line"] for key, record in first.items()} == lines
+    assert run_id == "batch"
+    assert sorted(first) == [1, 3, 5, 7]
+    assert first[5]["key"] == "bird"
+    for line in (1, 3, 7):  # keys derived from the request: batch/<16 hex digits>
+        assert first[line]["key"].startswith("batch/")
+        assert len(first[line]["key"]) == len("batch/") + 16
     assert all(r["state"] == "downloaded" and r["error"] is None for r in first.values())
     assert all(r["run_id"] == run_id for r in first.values())
-    assert len(first[f"{run_id}/1"]["generation_ids"]) == 2
-    assert first[f"{run_id}/3"]["credits_charged"] == 50
+    assert len(first[3]["generation_ids"]) == 2
+    assert first[7]["credits_charged"] == 50
     files = sorted(p for r in first.values() for p in r["paths"])
     assert files == sorted(str(p) for p in videos.glob("*.mp4"))
     assert len(files) == 5
@@ -119,7 +122,7 @@ def test_a_batch_runs_then_a_rerun_sends_and_downloads_nothing(
     sent, fetched = posts(fake), video_gets(fake)
     code, out, _ = run(capsys, *argv)
     assert code == 0
-    again = {r["key"]: r for r in json_lines(out)}
+    again = {r["line"]: r for r in json_lines(out)}
     assert again == first
     assert (posts(fake), video_gets(fake)) == (sent, fetched)
 
@@ -241,26 +244,27 @@ def test_an_ambiguous_key_is_exit_1_with_the_hint_then_a_rerun_reconciles_it(
     assert err == ""
 
 
-def test_the_default_run_id_is_stable_per_path(
+def test_the_default_run_id_is_the_file_name_without_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Derived from the file's absolute path: the same file (however it is named) gets the
-    same id, another file of the same name another one."""
+    """The file's name without ``.jsonl``, wherever it lies: the same file in another
+    checkout, container or CI workspace resumes."""
     monkeypatch.chdir(tmp_path)
     first = write_batch(tmp_path / "batch.jsonl", BATCH)
     other = write_batch(tmp_path / "elsewhere" / "batch.jsonl", BATCH)
-    run_id = default_run_id(first)
-    assert run_id.startswith("batch-")
-    assert run_id == default_run_id("batch.jsonl") == default_run_id("elsewhere/../batch.jsonl")
-    assert default_run_id(other) != run_id
-    assert default_run_id(other).startswith("batch-")
+    assert default_run_id(first) == default_run_id(other) == "batch"
+    assert default_run_id("batch.jsonl") == default_run_id("elsewhere/../batch.jsonl") == "batch"
+    assert default_run_id("/ci/work/2026-12.launch.JSONL") == "2026-12.launch"
+    assert default_run_id("requests.txt") == "requests.txt"
+    assert default_run_id(".jsonl") == "run"
 
 
 def test_run_ids_on_the_command_line(
     fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The default run id is printed and keys derive from it, again on a re-run; another path
-    gets other keys; --run-id names them."""
+    """The default run id is printed and keys derive from it, again on a re-run; the same file
+    run from another folder on the same ledger has the same keys and sends nothing; --run-id
+    names them."""
     requests = [{"prompt": "A stable heron", "model_name": "veo-3.1-fast"}]
     file = write_batch(tmp_path / "herons.jsonl", requests)
     copy = write_batch(tmp_path / "copy" / "herons.jsonl", requests)
@@ -272,9 +276,13 @@ def test_run_ids_on_the_command_line(
         return [r["key"] for r in json_lines(out)]
 
     run_id = default_run_id(file)
-    assert keys(file) == keys(file) == [f"{run_id}/0"]
-    assert keys(copy) == [f"{default_run_id(copy)}/0"] != [f"{run_id}/0"]
-    assert keys(file, "--run-id", "herons") == ["herons/0"]
+    sent = posts(fake)
+    [key] = keys(file)
+    assert key.startswith(f"{run_id}/")
+    assert keys(file) == keys(copy) == [key]
+    assert posts(fake) == sent + 1
+    assert keys(file, "--run-id", "egrets") == [key.replace(f"{run_id}/", "egrets/")]
+    assert posts(fake) == sent + 2
     code, out, _ = run(capsys, *fake.argv("run", file, "--ledger", ledger))
     assert code == 0
     assert out.startswith(f"run {run_id}: 1 request from {file}")
@@ -314,11 +322,12 @@ async def test_the_live_table_shows_every_key_and_how_it_ended(
         tmp_path / "live.jsonl", [*BATCH[:2], {"prompt": "[fail] x", "model_name": "veo-3.1"}]
     )
     batch = load_batch(file)
-    keys = run_keys(file, batch, "live")
     console = recording_console()
     async with PrismClient(
         server.api_key, base_url=server.base_url, poll=FAST, ledger=SQLiteLedger(tmp_path / "l.db")
     ) as prism:
+        assert prism.ledger is not None
+        keys = await run_keys(file, batch, "live", prism.ledger)
         ctx = Context(
             argparse.Namespace(timeout=30.0), UI(json_mode=False, console=console), prism=prism
         )
@@ -337,13 +346,13 @@ async def test_the_live_table_shows_every_key_and_how_it_ended(
         "files / error",
     ]
     last = frames[-1]
-    for key in ("live/0", "live/1"):
+    for key in keys[:2]:
         assert "downloaded" in row(last, key)
         assert "✔" in row(last, key)
         assert "gen_" in row(last, key)
         assert "v/gen_" in row(last, key)
-    assert "failed" in row(last, "live/2")
-    assert "✘" in row(last, "live/2")
+    assert "failed" in row(last, keys[2])
+    assert "✘" in row(last, keys[2])
     assert "pending" not in last
     assert "waiting" not in last
     assert "3 requests: 2 downloaded, 1 failed" in text
@@ -390,10 +399,111 @@ def test_ctrl_c_exits_130(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    assert process.stdout.readline().startswith("run batch-")
+    assert process.stdout.readline().startswith("run batch: ")
     assert " waiting " in process.stdout.readline()  # a POST was answered
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "interrupted" in err
     assert "Traceback" not in err
+
+
+def test_the_summary_counts_reconciled_keys_at_their_price(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ambiguous key is shown as at stake, then, reconciled on the re-run, counted at the
+    price seen for its request shape: the summary's total is what the fake charged."""
+    file = write_batch(
+        tmp_path / "exact.jsonl",
+        [
+            {"prompt": "An exact otter, answer lost", "model_name": "veo-3.1"},
+            {"prompt": "An exact beaver", "model_name": "veo-3.1"},
+        ],
+    )
+    argv = fake.argv("run", file, "--ledger", str(tmp_path / "l.db"), "--concurrency", "1")
+    on_the_fake(
+        fake,
+        lambda: fake.server.inject("POST", "/api/generations", status=502, processed=True),
+    )
+    before = fake.server.credits
+    code, out, err = run(capsys, *argv)
+    assert code == 1
+    assert "1 completed, 1 ambiguous" in out
+    assert "credits charged to the run's keys: 120 (up to 120 more" in out
+    assert before - fake.server.credits == 240
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "2 requests: 2 completed" in out
+    assert "sent by this run: 0; credits charged to the run's keys: 240" in out
+    assert "more" not in out
+
+
+def test_a_key_recorded_for_another_request_is_a_conflict(
+    fake: ThreadedFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line whose key names another request in the ledger: ``conflict``, nothing sent."""
+    ledger = str(tmp_path / "l.db")
+    first = write_batch(
+        tmp_path / "a.jsonl", [{"prompt": "A heron", "model_name": "veo-3.1", "key": "k1"}]
+    )
+    code, _, _ = run(capsys, *fake.argv("run", first, "--ledger", ledger))
+    assert code == 0
+    sent = posts(fake)
+    second = write_batch(
+        tmp_path / "b.jsonl", [{"prompt": "A crane", "model_name": "veo-3.1", "key": "k1"}]
+    )
+    code, out, _ = run(capsys, *fake.argv("--json", "run", second, "--ledger", ledger))
+    assert code == 1
+    [record] = json_lines(out)
+    assert (record["key"], record["state"], record["generation_ids"]) == ("k1", "conflict", [])
+    assert "recorded for another request" in record["error"]
+    assert posts(fake) == sent
+
+
+def test_edited_and_moved_files_in_real_processes(fake: ThreadedFake, tmp_path: Path) -> None:
+    """`prism-async run` processes: after a line is inserted, one deleted and two swapped only
+    the new request is sent, and every line's videos are its own prompt's; the same file run
+    from a second folder on the same ledger sends nothing."""
+    ledger = str(tmp_path / "shared.db")
+
+    def run_process(file: str, cwd: Path) -> dict[int, dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "prism_async", *fake.argv("--json", "run", file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=cwd,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("PRISM_")},
+                 "PRISM_LEDGER": ledger},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        return {r["line"]: r for r in json_lines(done.stdout)}
+
+    def prompts_of(records: Mapping[int, Mapping[str, Any]]) -> dict[int, list[str]]:
+        made = fake.server.generations
+        return {line: [made[i].prompt for i in r["generation_ids"]] for line, r in records.items()}
+
+    def lines(*prompts: str) -> list[dict[str, Any]]:
+        return [{"prompt": p, "model_name": "veo-3.1"} for p in prompts]
+
+    checkout = tmp_path / "checkout"
+    file = write_batch(checkout / "launch.jsonl", lines("An owl", "A lynx", "A wolf", "A hare"))
+    first = run_process("launch.jsonl", checkout)
+    assert prompts_of(first) == {1: ["An owl"], 3: ["A lynx"], 5: ["A wolf"], 7: ["A hare"]}
+    sent = posts(fake)
+    # insert one on top, delete "A lynx", swap "A wolf" and "A hare"
+    write_batch(Path(file), lines("A new fox", "An owl", "A hare", "A wolf"))
+    edited = run_process("launch.jsonl", checkout)
+    assert posts(fake) == sent + 1
+    assert prompts_of(edited) == {1: ["A new fox"], 3: ["An owl"], 5: ["A hare"], 7: ["A wolf"]}
+    keys = {r["key"] for r in edited.values()}
+    assert {first[1]["key"], first[5]["key"], first[7]["key"]} <= keys
+    # the same file in another workspace, on the same ledger
+    elsewhere = tmp_path / "ci-workspace" / "job-17"
+    write_batch(elsewhere / "launch.jsonl", lines("A new fox", "An owl", "A hare", "A wolf"))
+    moved = run_process(str(elsewhere / "launch.jsonl"), tmp_path)
+    assert posts(fake) == sent + 1
+    assert {line: r["key"] for line, r in moved.items()} == {
+        line: r["key"] for line, r in edited.items()
+    }

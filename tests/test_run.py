@@ -52,7 +52,14 @@ async def run_all(
     fake: FakePrismServer, ledger: Path, requests: Sequence[Any], **options: Any
 ) -> dict[str, RunResult]:
     async with client(fake, ledger) as prism:
-        return {r.key: r async for r in prism.run(requests, run_id="batch", **options)}
+        results = prism.run(requests, run_id="batch", **options)
+        return {by_position(r): r async for r in results}
+
+
+def by_position(result: RunResult) -> str:
+    """A result's explicit key, or ``batch/<index>`` (its derived key names the request)."""
+    assert result.request.key is not None or result.key.startswith("batch/")
+    return result.request.key or f"batch/{result.index}"
 
 
 def prompts(n: int) -> list[GenerationRequest]:

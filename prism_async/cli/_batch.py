@@ -9,7 +9,6 @@ is a :class:`UsageError` naming the file, the line and the field (``batch.jsonl:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,9 @@ from typing import Any
 import attrs
 
 from .._errors import InvalidRequestError
+from ..ledger import Ledger
 from ..runs import GenerationRequest, TemplateRequest
+from ..runs import run_keys as derive_keys
 from ._registry import UsageError
 
 __all__ = ["BatchLine", "default_run_id", "load_batch", "run_keys"]
@@ -85,24 +86,29 @@ def load_batch(file: str) -> list[BatchLine]:
 
 
 def default_run_id(file: str) -> str:
-    """The run id of a file: its name's stem and a short hash of its absolute path, so a plain
-    re-run of the same file resumes and another file (even of the same name) does not."""
-    path = Path(file).expanduser().resolve()
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
-    return f"{path.stem or 'run'}-{digest}"
+    """The run id of a file: its name without ``.jsonl``, never its folder, so the same file
+    run from another checkout, container or CI workspace on the same ledger resumes."""
+    name = Path(file).name
+    stem = name[: -len(".jsonl")] if name.lower().endswith(".jsonl") else name
+    return stem.strip() or "run"
 
 
-def run_keys(file: str, batch: Sequence[BatchLine], run_id: str) -> list[str]:
-    """Each request's ledger key, as ``prism.run`` makes them (its ``key`` or
-    ``f"{run_id}/{index}"``); UsageError when two lines would share one."""
-    keys: list[str] = []
+async def run_keys(
+    file: str, batch: Sequence[BatchLine], run_id: str, ledger: Ledger
+) -> list[str]:
+    """Each request's ledger key, as ``prism.run`` makes them on ``ledger`` (its ``key``, or
+    one derived from the request itself); UsageError when two lines would share one."""
     lines: dict[str, int] = {}
-    for index, item in enumerate(batch):
-        key = item.request.key or f"{run_id}/{index}"
+    for item in batch:
+        key = item.request.key
+        if key is None:
+            continue
         if key in lines:
             raise UsageError(
                 f"{file}:{item.line}: key: {key!r} is also the key of line {lines[key]}"
             )
         lines[key] = item.line
-        keys.append(key)
-    return keys
+    try:
+        return await derive_keys(ledger, [item.request for item in batch], run_id)
+    except InvalidRequestError as exc:
+        raise UsageError(f"{file}: {exc.field}: {exc.reason}") from None

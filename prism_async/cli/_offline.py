@@ -126,10 +126,11 @@ async def _durable_run(ctx: Context, image_key: str) -> int:
     ui.print(f"a durable run, as `prism-async run {file} --ledger {ledger} --download {videos}`:")
     batch = load_batch(str(file))
     run_id = default_run_id(str(file))
-    keys = run_keys(str(file), batch, run_id)
     async with PrismClient(
         fake.api_key, base_url=fake.base_url, poll=FAKE_POLL, ledger=SQLiteLedger(ledger)
     ) as prism:
+        assert prism.ledger is not None
+        keys = await run_keys(str(file), batch, run_id, prism.ledger)
         run_ctx = Context(ctx.args, ui, prism=prism, fake=fake)
 
         async def run() -> RunReport:

@@ -1,7 +1,7 @@
 """``prism-async run FILE.jsonl``: a resumable bulk run (``prism.run``) with a live table.
 
 Every line of the file is checked first (exit 2 naming the line and the field); then each
-request is submitted under its ledger key (its ``key`` or ``f"{run_id}/{index}"``), waited for
+request is submitted under its ledger key (its ``key`` or ``f"{run_id}/{digest}"``), waited for
 and downloaded, and its row of the live table moves from ``pending`` through ``sending`` and
 ``waiting`` to how it ended. Running the same command again resumes: accepted keys are not
 sent again, ambiguous ones are reconciled first, downloaded videos are not fetched again.
@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from ..ledger import Ledger, Submission, SubmissionState
-from ..runs import RunResult
+from ..runs import RunResult, run_credits
 from ._batch import BatchLine, default_run_id, load_batch, run_keys
 from ._context import Context
 from ._ledger_file import ledger_option, ledger_path, open_ledger, readable_ledger
@@ -35,7 +35,16 @@ from ._ui import RowUpdate
 
 __all__ = ["RunReport", "run", "run_batch"]
 
-STATES = ("downloaded", "completed", "failed", "timed_out", "ambiguous", "rejected", "skipped")
+STATES = (
+    "downloaded",
+    "completed",
+    "failed",
+    "timed_out",
+    "ambiguous",
+    "rejected",
+    "skipped",
+    "conflict",
+)
 """How a request of a run can end (``RunResult.state``), in the summary's order."""
 
 _STYLES = {
@@ -49,6 +58,7 @@ _STYLES = {
     "ambiguous": "magenta",
     "timed_out": "yellow",
     "skipped": "yellow",
+    "conflict": "red",
 }
 _COLUMNS = ("key", "state", "generations", "files / error")
 _FOLLOW_SECONDS = 0.3
@@ -65,8 +75,9 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-id",
         metavar="ID",
-        help="names the run: keys are ID/0, ID/1, ... (default: derived from FILE's path, "
-        "so a plain re-run resumes)",
+        help="names the run: a request's key is ID/<digest of the request> unless its line "
+        "gives a key (default: FILE's name without .jsonl, never its folder, so a re-run "
+        "from anywhere resumes)",
     )
     parser.add_argument("--download", metavar="DIR", help="download the videos into DIR")
     parser.add_argument(
@@ -110,9 +121,10 @@ async def run(ctx: Context) -> int:
         raise UsageError("--concurrency: must be at least 1")
     if args.max_credits is not None and not args.max_credits >= 0:
         raise UsageError("--max-credits: must be 0 or more")
-    keys = run_keys(args.file, batch, run_id)
+    assert ctx.prism.ledger is not None  # the command's client_options gave it one
     path = ledger_path(args)
     with readable_ledger(path):
+        keys = await run_keys(args.file, batch, run_id, ctx.prism.ledger)
         report = await run_batch(
             ctx,
             batch,
@@ -136,7 +148,10 @@ class RunReport:
     sent: int
     """Submissions this invocation sent (0 for a re-run of a finished run)."""
     credits: float
-    """What the run's keys were charged in all (re-runs included), from the ledger."""
+    """What the run's keys were charged in all (re-runs included), from the ledger; a
+    reconciled or hand-resolved key at the price seen for the same request shape."""
+    at_stake: float = 0.0
+    """What its ambiguous keys would add if they were queued (at the same prices)."""
 
     @property
     def exit_code(self) -> int:
@@ -195,6 +210,8 @@ async def run_batch(
             async with contextlib.aclosing(running) as outcomes:
                 async for result in outcomes:
                     submission = after[result.key] = await ledger.get(result.key)
+                    if result.state == "conflict":  # the row is another request's
+                        submission = None
                     results.append(result)
                     update(result.key, _final_cells(result, submission), _mark(result))
                     ui.emit(_record(run_id, lines[result.key], result, submission))
@@ -202,10 +219,12 @@ async def run_batch(
             if follow is not None:
                 follow.cancel()
                 await asyncio.gather(follow, return_exceptions=True)
+    charged, at_stake = await run_credits(ledger, [item.request for item in batch], run_id)
     report = RunReport(
         tuple(results),
         sent=sum(_attempt(after.get(key)) > _attempt(before[key]) for key in keys),
-        credits=sum(s.credits_charged or 0.0 for s in after.values() if s is not None and s.done),
+        credits=charged,
+        at_stake=at_stake,
     )
     _summarise(ctx, report, run_id, ledger_label)
     return report
@@ -299,6 +318,11 @@ def _summarise(ctx: Context, report: RunReport, run_id: str, ledger_label: str) 
     )
     ctx.ui.print(
         f"sent by this run: {report.sent}; credits charged to the run's keys: {report.credits:g}"
+        + (
+            f" (up to {report.at_stake:g} more if the ambiguous keys were queued)"
+            if report.at_stake
+            else ""
+        )
     )
     ambiguous = [result.key for result in report.results if result.state == "ambiguous"]
     if not ambiguous:

@@ -35,7 +35,7 @@ from ..models.requests import CreateGenerationRequest
 from ..polling import OnUpdate, wait_for_generations
 from ._base import Resource
 
-__all__ = ["Generations", "OnQueued"]
+__all__ = ["Generations", "OnQueued", "generation_body", "generation_intent"]
 
 logger = logging.getLogger("prism_async")
 
@@ -101,6 +101,12 @@ def generation_body(
         audio_key=optional_text("audio_key", audio_key),
         template_id=optional_text("template_id", template_id),
     )
+
+
+def generation_intent(json_body: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger fingerprints for a create: the body as sent, an omitted ``count`` being
+    one video (the same request)."""
+    return {"count": 1, **json_body}
 
 
 def _recorded_batch(submission: Submission) -> GenerationBatch:
@@ -206,7 +212,7 @@ class Generations(Resource):
         return await durable.submit(
             key,
             kind="generation",
-            body={"count": 1, **json_body},  # an omitted count is one video: the same request
+            body=generation_intent(json_body),
             request={"prompt": body.prompt, "model_name": body.model_name, "count": body.count},
             send=send,
             ids_of=lambda batch: batch.ids,

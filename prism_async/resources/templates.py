@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from .._converters import structure, structure_data, unstructure
 from .._errors import InvalidRequestError
@@ -14,7 +15,7 @@ from ..models.requests import TemplateGenerateRequest
 from ..models.templates import Template, TemplateGeneration, TemplateGenerationBatch
 from ._base import Resource, page_params, paginate
 
-__all__ = ["Templates"]
+__all__ = ["Templates", "template_body", "template_intent"]
 
 
 def template_body(
@@ -34,6 +35,13 @@ def template_body(
             else check_str_map("character_variables", character_variables, allow_empty_values=False)
         ),
     )
+
+
+def template_intent(template_id: str, json_body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ledger fingerprints for a template generation: the template and the body as
+    sent, less ``webhook_url`` (where to report, not what to make)."""
+    intent = {name: value for name, value in json_body.items() if name != "webhook_url"}
+    return {"template_id": template_id, **intent}
 
 
 def _recorded_batch(submission: Submission) -> TemplateGenerationBatch:
@@ -103,12 +111,10 @@ class Templates(Resource):
 
         if key is None or durable is None:
             return await send()
-        # The webhook URL is where to report, not what to make: it stays out of the fingerprint.
-        intent = {k: v for k, v in json_body.items() if k != "webhook_url"}
         return await durable.submit(
             key,
             kind="template",
-            body={"template_id": template_id, **intent},
+            body=template_intent(template_id, json_body),
             request={"template_id": template_id},
             send=send,
             ids_of=lambda batch: batch.ids,
