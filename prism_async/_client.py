@@ -226,19 +226,30 @@ class PrismClient:
         """The ledger of durable submissions, or None."""
         return self._durable.ledger if self._durable is not None else None
 
-    async def reconcile(self, key: str) -> Submission:
+    async def reconcile(self, key: str, *, wait: bool = False) -> Submission:
         """Settle an ambiguous prompt submission from the account's history, if it can be.
 
         Looks up ``GET /api/assets/search?source=history`` for generations with the same
-        prompt and model, created around the time it was sent, and not claimed by another key;
-        when they number exactly the requested ``count`` the submission becomes
-        ``reconciled`` with their ids. Otherwise it stays ``ambiguous`` and its ``error`` says
-        what was found (the API may list a generation only once it has finished: try again
-        later, or ``ledger.resolve`` it by hand).
+        prompt and model, created around the time it was sent, and not claimed by another key.
+        Ambiguous keys of the same request (fingerprint) are interchangeable: they share those
+        generations, first sent first, and each that gets the whole ``count`` it asked for is
+        ``reconciled`` in the same pass. A key whose reconciliation window (the ledger's
+        ``reconcile_window``, 30 minutes by default) has closed with nothing found for it
+        becomes ``rejected``: nothing was queued, and it may be sent again. Otherwise it stays
+        ``ambiguous`` and its ``error`` says what was found and what happens next.
+
+        Args:
+            key: the ambiguous key.
+            wait: keep reconciling, every ``reconcile_interval`` seconds (logged at WARNING
+                with the key and its age), until the key is settled: ``reconciled``, or
+                ``rejected`` once its window closed with nothing found. It comes back still
+                ``ambiguous`` only when no rule can settle it (a template without a webhook,
+                a partial find after the window): then a person must ``ledger.resolve`` it.
 
         Raises:
             InvalidRequestError: no ledger, or an unknown key.
-            SubmissionInFlightError: a live process is sending it.
+            SubmissionInFlightError: a live process is sending it (not with ``wait``: then
+                its answer settles it).
         """
         if self._durable is None:
             raise InvalidRequestError("ledger", "reconcile needs PrismClient(ledger=...)")
@@ -246,6 +257,8 @@ class PrismClient:
         def search(prompt: str) -> AsyncIterator[Asset]:
             return self.assets.iter_search(prompt, type="video", source="history", limit=60)
 
+        if wait:
+            return await self._durable.settle(key, search)
         return await self._durable.reconcile(key, search)
 
     def run(

@@ -34,6 +34,7 @@ from ._errors import (
 from ._rules import QUERY_MIN_LENGTH
 from .ledger._base import Ledger
 from .ledger._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
+from .ledger._reconcile import assign, count_of, sent_at, window
 from .models.assets import Asset
 from .models.generations import Generation
 
@@ -46,8 +47,6 @@ logger = logging.getLogger("prism_async.ledger")
 
 T = TypeVar("T")
 S = SubmissionState
-RECONCILE_SLACK = timedelta(minutes=2)
-"""Clock skew allowed on either side of the reconciliation window."""
 
 
 def fingerprint(kind: str, body: dict[str, Any]) -> str:
@@ -287,7 +286,13 @@ class Durable:
     async def reconcile(
         self, key: str, search: Callable[[str], AsyncIterator[Asset]]
     ) -> Submission:
-        """Look for an ambiguous prompt submission's generations in the account's history."""
+        """Look for an ambiguous prompt submission's generations in the account's history.
+
+        Ambiguous keys of the same fingerprint share the candidates (first sent first), and
+        every one of them that gets its whole ``count`` is settled in the same pass. A key
+        whose window (:attr:`Ledger.reconcile_window`) has closed with nothing found for it
+        becomes ``rejected``: nothing was queued, and it may be sent again.
+        """
         current = await self.ledger.get(key)
         if current is None:
             raise InvalidRequestError("key", f"no submission has the key {key!r}")
@@ -306,11 +311,15 @@ class Durable:
         if len(str(prompt).strip()) < QUERY_MIN_LENGTH:  # the history search would refuse it
             why = "its prompt is too short to search the history for: resolve it by hand"
             return await self._change(current, error=why) or current
-        count = int(current.request.get("count") or 1)
-        sent = current.sent_at or current.created_at
-        low = sent - RECONCILE_SLACK
-        high = sent + timedelta(seconds=self.timeout) + RECONCILE_SLACK
-        taken = await self.ledger.claimed_ids() - set(current.generation_ids)
+        group = [current]
+        async for row in self.ledger.list(state=S.AMBIGUOUS):
+            same = row.kind == "generation" and row.fingerprint == current.fingerprint
+            if same and row.key != key:
+                group.append(row)
+        held = {i for row in group for i in row.generation_ids}
+        taken = await self.ledger.claimed_ids() - held
+        windows = [window(row, self.timeout) for row in group]
+        low, high = min(w[0] for w in windows), max(w[1] for w in windows)
         found: list[Asset] = []
         async for asset in search(str(prompt)):
             if (
@@ -321,17 +330,80 @@ class Durable:
                 and asset.id not in taken
             ):
                 found.append(asset)
-        found.sort(key=lambda a: (a.created_at, a.id))
-        ids = tuple(a.id for a in found)
-        if len(ids) == count and set(current.generation_ids) <= set(ids):
-            done = await self._change(current, state=S.RECONCILED, generation_ids=ids, error=None)
-            return done or await self.reconcile(key, search)
-        why = (
-            f"reconciliation found {len(ids)} of {count} generations with this prompt and "
-            f"model created between {low:%H:%M:%S} and {high:%H:%M:%S} UTC; the API may list a "
-            "generation only once it has finished: reconcile again later, or resolve by hand"
-        )
+        plan = assign(group, found, self.timeout)
+        settled: Submission | None = None
+        for row in group:
+            ids = plan[row.key].ids
+            if ids:
+                done = await self._change(row, state=S.RECONCILED, generation_ids=ids, error=None)
+                if row.key == key:
+                    settled = done or await self.reconcile(key, search)
+        if settled is not None:
+            return settled
+        return await self._unsettled(current, plan[key].available, len(group))
+
+    async def _unsettled(self, current: Submission, available: int, peers: int) -> Submission:
+        """An ambiguous key reconciliation could not settle: rejected once its window has
+        closed with nothing found for it, else still ambiguous, saying what happens next."""
+        count = count_of(current)
+        closes = sent_at(current) + timedelta(seconds=self.ledger.reconcile_window)
+        shared = f" ({peers} ambiguous keys share this request)" if peers > 1 else ""
+        if not available and not current.generation_ids and _now() >= closes:
+            why = (
+                "the history showed none of its generations within the reconciliation window "
+                f"({self.ledger.reconcile_window:g} s){shared}: nothing was queued, so it may "
+                "be sent again"
+            )
+            return await self._change(current, state=S.REJECTED, error=why) or current
+        if _now() >= closes:
+            why = (
+                f"reconciliation found {available} of {count} generations it asked for"
+                f"{shared}, and its window closed at {closes:%H:%M:%S} UTC: it needs a person "
+                "(prism-async ledger resolve KEY --ids ... or --not-sent)"
+            )
+        else:
+            why = (
+                f"reconciliation found {available} of {count} unclaimed generations it "
+                f"asked for{shared}; the API may list a generation only once it has finished. "
+                f"It is tried again every {self.ledger.reconcile_interval:g} s; if the history "
+                f"still shows nothing for it at {closes:%H:%M:%S} UTC it becomes rejected and "
+                "is sent again"
+            )
         return await self._change(current, error=why) or current
+
+    async def settle(self, key: str, search: Callable[[str], AsyncIterator[Asset]]) -> Submission:
+        """Reconcile an ambiguous (or dead ``sending``) key until it is settled: ``reconciled``,
+        or ``rejected`` once its window closed with nothing found. Waits
+        :attr:`Ledger.reconcile_interval` between tries, logging the key and its age at
+        WARNING each time. Returns the row still ambiguous only when no automated rule can
+        settle it (a template without a webhook, a short prompt, a partial find after the
+        window): a person must resolve it.
+        """
+        while True:
+            try:
+                row = await self.reconcile(key, search)
+            except SubmissionInFlightError:
+                row = None  # a live process is sending it: its answer settles it
+            if row is not None and row.state != S.AMBIGUOUS:
+                return row
+            current = row or await self.ledger.get(key)
+            if current is None:
+                raise InvalidRequestError("key", f"no submission has the key {key!r}")
+            if current.state not in (S.AMBIGUOUS, S.SENDING):
+                return current
+            age = (_now() - sent_at(current)).total_seconds()
+            if row is not None and age >= self.ledger.reconcile_window:
+                return row  # the window closed and no rule settled it: a person must
+            logger.warning(
+                "ledger key=%r ambiguous for %.0f s, reconciling again in %g s: %s",
+                key,
+                age,
+                self.ledger.reconcile_interval,
+                current.error,
+                extra={"prism_key": key, "prism_state": current.state},
+            )
+            pause, left = self.ledger.reconcile_interval, self.ledger.reconcile_window - age
+            await asyncio.sleep(min(pause, left) if left > 0.05 else pause)
 
 
 _DEAD_LEASE = (

@@ -12,6 +12,7 @@ without paying again.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     Request: TypeAlias = GenerationRequest | TemplateRequest
 
-__all__ = ["Credits", "Plan", "plan_run"]
+__all__ = ["Budget", "Credits", "Plan", "plan_run"]
 
 Shape = tuple[tuple[str, Any], ...]
 """The request fields that set a price (model, duration, resolution, count, audio, template)."""
@@ -186,3 +187,44 @@ class Credits:
     def held(self) -> float:
         """Credits the keys that may have been charged would come to."""
         return sum(self.price(shape) for shape in self._held.values())
+
+
+class Budget:
+    """``max_credits`` and the stop after a 402, shared by a run's submissions."""
+
+    def __init__(self, max_credits: float | None, credits: Credits) -> None:
+        self.max_credits = max_credits
+        self.credits = credits
+        self.in_flight = 0
+        self.stopped = False
+        self.changed = asyncio.Condition()
+
+    async def reserve(self) -> bool:
+        """Whether one more submission may start now (it waits while prices are unknown).
+
+        Every credit the run's keys were (or may have been) charged counts, and each
+        submission in flight at the highest price seen.
+        """
+        async with self.changed:
+            while True:
+                if self.stopped:
+                    return False
+                if self.max_credits is None:
+                    break
+                price = self.credits.highest
+                if price == 0.0 and self.in_flight:
+                    await self.changed.wait()  # no price seen yet: one submission at a time
+                    continue
+                spent = self.credits.charged + self.credits.held
+                if spent + (self.in_flight + 1) * price > self.max_credits:
+                    return False
+                break
+            self.in_flight += 1
+            return True
+
+    async def release(self, *, stop: bool = False) -> None:
+        """A submission ended (its charge already counted in ``credits``)."""
+        async with self.changed:
+            self.in_flight -= 1
+            self.stopped = self.stopped or stop
+            self.changed.notify_all()

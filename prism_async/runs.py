@@ -29,7 +29,7 @@ from ._errors import (
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ._run_plan import Credits, Plan, plan_run
+from ._run_plan import Budget, Credits, Plan, plan_run
 from .ledger._base import Ledger
 from .ledger._model import GenerationRecord, Submission, SubmissionState
 from .models.generations import Generation, GenerationBatch
@@ -179,47 +179,6 @@ async def run_credits(
     return credits.charged, credits.held
 
 
-class _Budget:
-    """``max_credits`` and the stop after a 402, shared by a run's submissions."""
-
-    def __init__(self, max_credits: float | None, credits: Credits) -> None:
-        self.max_credits = max_credits
-        self.credits = credits
-        self.in_flight = 0
-        self.stopped = False
-        self.changed = asyncio.Condition()
-
-    async def reserve(self) -> bool:
-        """Whether one more submission may start now (it waits while prices are unknown).
-
-        Every credit the run's keys were (or may have been) charged counts, and each
-        submission in flight at the highest price seen.
-        """
-        async with self.changed:
-            while True:
-                if self.stopped:
-                    return False
-                if self.max_credits is None:
-                    break
-                price = self.credits.highest
-                if price == 0.0 and self.in_flight:
-                    await self.changed.wait()  # no price seen yet: one submission at a time
-                    continue
-                spent = self.credits.charged + self.credits.held
-                if spent + (self.in_flight + 1) * price > self.max_credits:
-                    return False
-                break
-            self.in_flight += 1
-            return True
-
-    async def release(self, *, stop: bool = False) -> None:
-        """A submission ended (its charge already counted in ``credits``)."""
-        async with self.changed:
-            self.in_flight -= 1
-            self.stopped = self.stopped or stop
-            self.changed.notify_all()
-
-
 async def run(
     prism: PrismClient,
     requests: Iterable[Request],
@@ -248,7 +207,7 @@ async def run(
     credits = Credits()
     for plan in plans:
         credits.count(plan, known.get(plan.key))
-    budget = _Budget(max_credits, credits)
+    budget = Budget(max_credits, credits)
     slots = asyncio.Semaphore(concurrency)
     job = _Job(prism, durable, budget, slots, folder, timeout, poll, known)
     results: asyncio.Queue[RunResult] = asyncio.Queue()
@@ -278,7 +237,7 @@ def _result(plan: Plan, state: str, *args: Any, **kwargs: Any) -> RunResult:
 class _Job:
     prism: PrismClient
     durable: Durable
-    budget: _Budget
+    budget: Budget
     slots: asyncio.Semaphore
     folder: Path | None
     timeout: float | None
@@ -296,21 +255,35 @@ class _Job:
         return await self._finish(plan, ids)
 
     async def _submit(self, plan: Plan) -> list[str]:
+        """The request's generation ids: recorded, found by reconciliation, or sent for.
+
+        An ambiguous key is a waiting state, not an end: it is reconciled until settled (see
+        ``prism.reconcile(wait=True)``); rejected then, it is sent again.
+        """
         key, credits = plan.key, self.budget.credits
         recorded = self.known.get(key)
         if recorded is not None and recorded.fingerprint != plan.fingerprint:
             raise _Ended(_result(plan, "conflict", error=SubmissionConflictError(key)))
-        if recorded is not None and recorded.state in ("ambiguous", "sending"):
-            try:
-                recorded = await self.prism.reconcile(key)
-            except PrismError as exc:
-                raise _Ended(_result(plan, "ambiguous", error=exc)) from None
-            credits.count(plan, recorded)
-            if recorded.state == SubmissionState.AMBIGUOUS:
-                error = AmbiguousSubmissionError(key, recorded)
-                raise _Ended(_result(plan, "ambiguous", error=error))
-        if recorded is not None and recorded.done:
-            return list(recorded.generation_ids)
+        while True:
+            if recorded is not None and recorded.state in ("ambiguous", "sending"):
+                try:
+                    recorded = await self.prism.reconcile(key, wait=True)
+                except PrismError as exc:
+                    raise _Ended(_result(plan, "ambiguous", error=exc)) from None
+                credits.count(plan, recorded)
+                if recorded.state == SubmissionState.AMBIGUOUS:  # a person must resolve it
+                    error = AmbiguousSubmissionError(key, recorded)
+                    raise _Ended(_result(plan, "ambiguous", error=error))
+            if recorded is not None and recorded.done:
+                return list(recorded.generation_ids)
+            ids = await self._send_once(plan)
+            if ids is not None:
+                return ids
+            recorded = await self.durable.ledger.get(key)  # ambiguous: settle it
+
+    async def _send_once(self, plan: Plan) -> list[str] | None:
+        """Send under a slot and the budget: the ids, or None when the outcome is ambiguous."""
+        credits = self.budget.credits
         async with self.slots:
             if not await self.budget.reserve():
                 raise _Ended(_result(plan, "skipped"))
@@ -322,15 +295,15 @@ class _Job:
                 return batch.ids
             except SubmissionConflictError as exc:
                 raise _Ended(_result(plan, "conflict", error=exc)) from None
-            except (AmbiguousSubmissionError, SubmissionInFlightError) as exc:
+            except (AmbiguousSubmissionError, SubmissionInFlightError):
                 credits.hold(plan)  # it may have been queued (and charged)
-                raise _Ended(_result(plan, "ambiguous", error=exc)) from None
+                return None
             except PrismError as exc:
                 stop = isinstance(exc, InsufficientCreditsError)
                 if exc.maybe_sent:
                     credits.hold(plan)
-                state = "ambiguous" if exc.maybe_sent else "rejected"
-                raise _Ended(_result(plan, state, error=exc)) from None
+                    return None
+                raise _Ended(_result(plan, "rejected", error=exc)) from None
             finally:
                 await self.budget.release(stop=stop)
 

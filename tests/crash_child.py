@@ -64,7 +64,11 @@ def describe(result: RunResult) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> int:
     requests = [request_of(i) for i in range(args.count)]
-    ledger = SQLiteLedger(args.ledger)
+    ledger = SQLiteLedger(
+        args.ledger,
+        reconcile_window=args.reconcile_window,
+        reconcile_interval=args.reconcile_interval,
+    )
     async with PrismClient(
         args.api_key, base_url=args.base_url, timeout=args.timeout, poll=FAST_POLL, ledger=ledger
     ) as prism:
@@ -93,6 +97,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--reconcile-window", type=float, default=1800.0)
+    parser.add_argument("--reconcile-interval", type=float, default=0.1)
     return parser.parse_args(argv)
 
 

@@ -247,7 +247,7 @@ def test_reconcile_every_ambiguous_key(
     assert code == 1
     lines = out.splitlines()
     assert lines[0].startswith("clip/2: reconciled: gen_")
-    assert lines[1].startswith("clip/3: still ambiguous: reconciliation found 0 of 1 gen")
+    assert lines[1].startswith("clip/3: still ambiguous: reconciliation found 0 of 1 ")
     assert lines[2].startswith("clip/4: still ambiguous: ")
     assert lines[3].startswith("dead: still ambiguous: ")
     assert lines[4] == "1 settled, 3 still ambiguous"

@@ -14,7 +14,6 @@ from prism_async import (
     GenerationFailedError,
     GenerationRequest,
     InsufficientCreditsError,
-    InternalServerError,
     InvalidRequestError,
     NotFoundError,
     PollPolicy,
@@ -147,20 +146,21 @@ async def test_a_402_stops_further_submissions(fake: FakePrismServer, tmp_path: 
 async def test_failures_timeouts_and_ambiguity_are_reported_per_request(
     fake: FakePrismServer, tmp_path: Path
 ) -> None:
+    """A lost answer is a waiting state: reconciled through the history in the same run, not
+    sent again; a failed generation is ``failed``; a slow one ``timed_out``."""
     fake.inject("POST", "/api/generations", status=502, processed=True)  # the first POST
     requests = [
         GenerationRequest(prompt="queued, answer lost", model_name="veo-3.1"),
         GenerationRequest(prompt="[fail] a cat", model_name="veo-3.1"),
     ]
     results = await run_all(fake, tmp_path / "l.db", requests, concurrency=1)
-    assert results["batch/0"].state == "ambiguous"
-    assert isinstance(results["batch/0"].error, InternalServerError)
+    lost = next(g for g in fake.generations.values() if g.prompt == "queued, answer lost")
+    assert results["batch/0"].state == "completed"  # reconciled through history, not resent
+    assert [g.id for g in results["batch/0"].generations] == [lost.id]
     assert results["batch/1"].state == "failed"
     assert isinstance(results["batch/1"].error, GenerationFailedError)
-    lost = next(g for g in fake.generations.values() if g.prompt == "queued, answer lost")
     again = await run_all(fake, tmp_path / "l.db", requests, download_to=tmp_path / "v")
-    assert again["batch/0"].state == "downloaded"  # reconciled through history, not resent
-    assert [g.id for g in again["batch/0"].generations] == [lost.id]
+    assert again["batch/0"].state == "downloaded"
     assert posts(fake) == 2
     fake.generation_seconds = 100
     late = await run_all(
@@ -171,6 +171,36 @@ async def test_failures_timeouts_and_ambiguity_are_reported_per_request(
     )
     assert late["batch/0"].state == "timed_out"
     assert isinstance(late["batch/0"].error, WaitTimeoutError)
+
+
+async def test_an_ambiguous_key_waits_for_the_history_then_is_sent_again_or_settled(
+    fake: FakePrismServer, tmp_path: Path
+) -> None:
+    """With a history that lists only finished generations, a lost answer waits (reconciled
+    every ``reconcile_interval``) until its video appears; a POST that never queued anything
+    becomes ``rejected`` once the window closes, and is sent again: every video delivered,
+    none paid twice."""
+    fake.history_completed_only = True
+    fake.generation_seconds = 0.3
+    fake.inject("POST", "/api/generations", status=502, processed=True)  # queued, answer lost
+    requests = [GenerationRequest(prompt="lost but queued", model_name="veo-3.1")]
+    ledger = SQLiteLedger(tmp_path / "l.db", reconcile_window=5, reconcile_interval=0.1)
+    async with PrismClient(
+        fake.api_key, base_url=fake.base_url, ledger=ledger, poll=FAST, retry=NO_WAIT
+    ) as prism:
+        [found] = [r async for r in prism.run(requests, run_id="w", download_to=tmp_path / "v")]
+        assert found.state == "downloaded"
+        assert posts(fake) == 1
+        fake.inject("POST", "/api/generations", status=502)  # nothing queued, answer lost
+        ledger.configure_reconciliation(window=0.5)
+        never = [GenerationRequest(prompt="never queued", model_name="veo-3.1")]
+        [sent] = [r async for r in prism.run(never, run_id="w", download_to=tmp_path / "v")]
+        assert sent.state == "downloaded"
+        assert posts(fake) == 3  # the lost POST, then one more once the window closed
+        row = await ledger.get(sent.key)
+        assert row is not None
+        assert (row.state, row.attempt) == ("accepted", 2)
+    assert len(fake.generations) == 2
 
 
 async def test_bad_runs_are_refused_before_anything_is_sent(

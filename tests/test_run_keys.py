@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prism_async import GenerationRequest, RunResult, TemplateRequest
+import pytest
+
+from prism_async import (
+    GenerationRequest,
+    InternalServerError,
+    PrismClient,
+    RunResult,
+    TemplateRequest,
+)
+from prism_async.ledger import SQLiteLedger
 from prism_async.runs import run_keys
 from prism_async.testing import FakePrismServer
-from tests.test_run import client, fake, posts
+from tests.test_run import FAST, client, fake, posts
 
 __all__ = ["fake"]
 
@@ -144,14 +153,33 @@ async def test_a_ledger_with_positional_keys_resumes_without_paying_again(
     own_videos(fake, moved)
 
 
+async def make_ambiguous(
+    fake: FakePrismServer, ledger: Path, requests: Sequence[GenerationRequest | TemplateRequest]
+) -> None:
+    """Send each request under its run key, the server queueing it but the answer lost."""
+    async with client(fake, ledger) as prism:
+        assert prism.ledger is not None
+        keys = await run_keys(prism.ledger, requests, "batch")
+        for key, request in zip(keys, requests, strict=True):
+            if isinstance(request, GenerationRequest):
+                fake.inject("POST", "/api/generations", status=502, processed=True)
+                with pytest.raises(InternalServerError):
+                    await prism.generations.create(key=key, **request.arguments())
+            else:
+                fake.inject("POST", "/api/templates/*", status=502, processed=True)
+                with pytest.raises(InternalServerError):
+                    await prism.templates.generate(
+                        request.template_id, variables=request.variables, key=key
+                    )
+            assert (await prism.ledger.get(key)).state == "ambiguous"  # type: ignore[union-attr]
+
+
 async def test_max_credits_counts_reconciled_keys(fake: FakePrismServer, tmp_path: Path) -> None:
     """4 keys whose answers were lost are reconciled (480 credits at 120 each); with
     ``max_credits=600`` only one more video may be bought, and the fake charged 600."""
     ledger = tmp_path / "l.db"
     lost = [clip(f"lost answer {i}") for i in range(4)]
-    fake.inject("POST", "/api/generations", status=502, processed=True, times=4)
-    first = await run(fake, ledger, lost)
-    assert [r.state for r in first] == ["ambiguous"] * 4
+    await make_ambiguous(fake, ledger, lost)
     assert 10_000 - fake.credits == 480
     more = [clip(f"new {i}") for i in range(4)]
     results = await run(fake, ledger, [*lost, *more], concurrency=1, max_credits=600)
@@ -164,17 +192,24 @@ async def test_max_credits_counts_reconciled_keys(fake: FakePrismServer, tmp_pat
 async def test_max_credits_holds_ambiguous_keys_at_their_price(
     fake: FakePrismServer, tmp_path: Path
 ) -> None:
-    """A key that may have been charged (still ambiguous: history does not list it yet) holds
-    its price once a price is known: with 300 allowed, one new video may be bought."""
+    """A key that may have been charged and that no rule can settle (a template without a
+    webhook, its window closed) holds a price: with 300 allowed, one video at 120 is bought
+    and the next is skipped (120 + 120 held + 120 > 300)."""
     ledger = tmp_path / "l.db"
-    fake.history_completed_only = True
-    fake.generation_seconds = 100
-    fake.inject("POST", "/api/generations", status=502, processed=True)
-    [lost] = await run(fake, ledger, [clip("lost and unfinished")], timeout=0.1)
-    assert lost.state == "ambiguous"
-    fake.generation_seconds = 0.05
-    requests = [clip("lost and unfinished"), clip("x one"), clip("x two")]
-    results = await run(fake, ledger, requests, concurrency=1, max_credits=300, timeout=5)
-    assert results[0].state == "ambiguous"
-    assert sorted(r.state for r in results[1:]) == ["completed", "skipped"]
-    assert 10_000 - fake.credits == 240
+    template = TemplateRequest("abc123", variables={"hook": "Lost"})
+    await make_ambiguous(fake, ledger, [template])
+    charged = 10_000 - fake.credits
+    requests: list[GenerationRequest | TemplateRequest] = [template, clip("x one"), clip("x two")]
+    async with PrismClient(
+        fake.api_key,
+        base_url=fake.base_url,
+        ledger=SQLiteLedger(ledger, reconcile_window=0.3, reconcile_interval=0.05),
+        poll=FAST,
+    ) as prism:
+        results = [
+            r async for r in prism.run(requests, run_id="batch", concurrency=1, max_credits=300)
+        ]
+    states = {r.index: r.state for r in results}
+    assert states[0] == "ambiguous"
+    assert sorted((states[1], states[2])) == ["completed", "skipped"]
+    assert 10_000 - fake.credits == charged + 120

@@ -29,6 +29,35 @@ class Ledger(abc.ABC):
     job, on another machine sharing the ledger) never sends it again.
     """
 
+    reconcile_window: float = 1800.0
+    """Seconds after an ambiguous key was sent during which its generations may still show up
+    in the history (the API may list one only once it has finished). Until then the key waits;
+    once it has closed with nothing found for the key, the key is ``rejected`` and may be sent
+    again."""
+    reconcile_interval: float = 30.0
+    """Seconds between two reconciliations of a waiting ambiguous key (at most 60)."""
+
+    def configure_reconciliation(
+        self, *, window: float | None = None, interval: float | None = None
+    ) -> None:
+        """Set :attr:`reconcile_window` and :attr:`reconcile_interval` (None keeps one).
+
+        Raises:
+            InvalidRequestError: a window that is not positive, an interval outside (0, 60].
+        """
+        if window is not None:
+            if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
+                raise InvalidRequestError("reconcile_window", "must be positive seconds")
+            self.reconcile_window = float(window)
+        if interval is not None:
+            if (
+                isinstance(interval, bool)
+                or not isinstance(interval, int | float)
+                or not 0 < interval <= 60
+            ):
+                raise InvalidRequestError("reconcile_interval", "must be seconds in (0, 60]")
+            self.reconcile_interval = float(interval)
+
     # -- the primitives a backend provides ---------------------------------------------------
 
     @abc.abstractmethod

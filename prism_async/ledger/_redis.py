@@ -82,9 +82,20 @@ class RedisLedger(Ledger):
     Args:
         url: e.g. ``redis://localhost:6379/0`` (``rediss://`` for TLS).
         prefix: the prefix of every Redis key it uses (one ledger per prefix).
+        reconcile_window: seconds an ambiguous key waits for its generations to show up in
+            the history before it counts as never queued (default 30 minutes).
+        reconcile_interval: seconds between reconciliations of a waiting key (at most 60).
     """
 
-    def __init__(self, url: str, *, prefix: str = "prism:ledger:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "prism:ledger:",
+        reconcile_window: float = 1800.0,
+        reconcile_interval: float = 30.0,
+    ) -> None:
+        self.configure_reconciliation(window=reconcile_window, interval=reconcile_interval)
         self.url = url
         self.prefix = prefix
         self._client: redis.Redis | None = None

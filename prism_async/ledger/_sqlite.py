@@ -170,9 +170,20 @@ class SQLiteLedger(Ledger):
     Args:
         path: the database file, e.g. ``"prism-ledger.db"``.
         busy_timeout: seconds a write waits for another process's write to finish.
+        reconcile_window: seconds an ambiguous key waits for its generations to show up in
+            the history before it counts as never queued (default 30 minutes).
+        reconcile_interval: seconds between reconciliations of a waiting key (at most 60).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        reconcile_window: float = 1800.0,
+        reconcile_interval: float = 30.0,
+    ) -> None:
+        self.configure_reconciliation(window=reconcile_window, interval=reconcile_interval)
         self.path = os.fspath(path)
         self._busy_ms = int(busy_timeout * 1000)
         # A thread of its own and the connection only that thread uses (made on first use).

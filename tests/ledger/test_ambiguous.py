@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
 from prism_async import (
@@ -101,21 +102,46 @@ async def test_reconcile_does_not_claim_another_keys_generation(
     assert (await row(prism, "clip-1")).generation_ids == tuple(accepted.ids)
 
 
-async def test_two_ambiguous_keys_with_one_prompt_wait_for_a_hand(
+async def test_ambiguous_keys_of_one_request_share_its_generations(
     prism: PrismClient, server: FakePrismServer
 ) -> None:
-    """Two ambiguous keys whose generations look alike cannot be told apart: reconciling
-    either finds two candidates for one and stays ambiguous; once one is resolved by hand the
-    other reconciles with the remaining generation."""
+    """Two ambiguous keys of the same request are interchangeable: reconciling either settles
+    both in one pass, first sent first, each with a generation of its own."""
     await make_ambiguous(prism, server, "clip-1")
     await make_ambiguous(prism, server, "clip-2")
     first, second = server.generations
-    stuck = await prism.reconcile("clip-1")
-    assert stuck.state == S.AMBIGUOUS
-    assert stuck.error is not None
-    assert "found 2 of 1" in stuck.error
-    await ledger_of(prism).resolve("clip-1", generation_ids=[first])
-    assert (await prism.reconcile("clip-2")).generation_ids == (second,)
+    searches = len(server.requests_to("GET", "/api/assets/search"))
+    settled = await prism.reconcile("clip-2")
+    assert settled.state == S.RECONCILED
+    assert settled.generation_ids == (second,)
+    assert (await row(prism, "clip-1")).generation_ids == (first,)
+    assert (await row(prism, "clip-1")).state == S.RECONCILED
+    assert len(server.requests_to("GET", "/api/assets/search")) == searches + 1
+
+
+async def test_a_true_shortage_says_what_happens_next(
+    prism: PrismClient, server: FakePrismServer
+) -> None:
+    """Three ambiguous keys of one request and two generations: the first two sent settle,
+    the third stays ambiguous and says when it is tried again and when it becomes rejected."""
+    for key in ("clip-1", "clip-2"):
+        await make_ambiguous(prism, server, key)
+    server.inject("POST", CREATE_PATH, status=502)  # the third was never queued
+    with pytest.raises(PrismError):
+        await create(prism, "clip-3")
+    await ledger_of(prism).swap(
+        old := await row(prism, "clip-3"),
+        attrs.evolve(old, state=S.AMBIGUOUS, version=old.version + 1),
+    )
+    short = await prism.reconcile("clip-3")
+    assert short.state == S.AMBIGUOUS
+    assert short.error is not None
+    assert "found 0 of 1" in short.error
+    assert "3 ambiguous keys share this request" in short.error
+    assert "tried again every 30 s" in short.error
+    assert "becomes rejected and is sent again" in short.error
+    assert "later" not in short.error
+    assert {(await row(prism, k)).state for k in ("clip-1", "clip-2")} == {S.RECONCILED}
 
 
 async def test_reconcile_ignores_other_prompts_models_and_times(
@@ -147,7 +173,7 @@ async def test_reconcile_waits_for_a_history_that_lists_only_finished_work(
     assert early.state == S.AMBIGUOUS
     assert early.error is not None
     assert "found 0 of 1" in early.error
-    assert "again later" in early.error
+    assert "tried again every" in early.error
     assert await row(prism, "k") == early
     with pytest.raises(AmbiguousSubmissionError, match="found 0 of 1"):
         await create(prism, "k")
