@@ -75,6 +75,8 @@ async def world(redis_url: str, tmp_path: Path) -> AsyncIterator[World]:
             ledger_prefix=f"{unique('tasks')}:",
             download_dir=tmp_path / "videos",
             lease_seconds=1.0,
+            reconcile_window=3.0,
+            reconcile_interval=0.1,
             api_key=fake.api_key,
             base_url=fake.base_url,
             poll=FAST,
@@ -110,10 +112,11 @@ async def test_submit_reconciles_a_key_whose_answer_was_lost(world: World) -> No
     assert posts_by_prompt(world.fake)[prompt_of("lost", 1)] == 1
 
 
-async def test_submit_reports_a_key_another_process_is_sending(world: World) -> None:
-    """A row leased to a live process (this one, say) is in flight: nothing is sent."""
+async def test_submit_waits_for_a_key_another_process_is_sending(world: World) -> None:
+    """A row leased to a live process (this one, say) is in flight: the job sends nothing and
+    waits for that process's answer, then returns its ids."""
     prism = world.tasks.client
-    world.fake.inject("POST", "/api/generations", delay=3.0, times=1)
+    world.fake.inject("POST", "/api/generations", delay=1.0, times=1)
     sending = asyncio.create_task(
         prism.generations.create(key="busy", prompt=prompt_of("busy", 1), model_name=MODEL)
     )
@@ -121,10 +124,28 @@ async def test_submit_reports_a_key_another_process_is_sending(world: World) -> 
         lambda: _state(world, "busy", "sending"), timeout=5, what="the row to be sending"
     )
     out = await world.run(world.tasks.submit, "busy", request_of("busy", 1))
-    assert out["state"] == "in_flight"
-    sending.cancel()
-    await asyncio.gather(sending, return_exceptions=True)
+    batch = await sending
+    assert out["state"] == "accepted"
+    assert out["generation_ids"] == batch.ids
     assert posts_by_prompt(world.fake)[prompt_of("busy", 1)] == 1
+
+
+async def test_submit_waits_for_a_history_that_lists_only_finished_work(world: World) -> None:
+    """A lost answer the history does not show yet: the job keeps the key waiting (ambiguous)
+    until the video is finished and listed, then returns it: delivered, never sent again.
+    A POST that queued nothing is sent again once the window closed."""
+    world.fake.history_completed_only = True
+    world.fake.generation_seconds = 1.0
+    world.fake.inject("POST", "/api/generations", status=502, processed=True, times=1)
+    out = await world.run(world.tasks.submit, "slow-1", request_of("slow", 1))
+    assert out["state"] == "reconciled"
+    assert out["generation_ids"] == list(world.fake.generations)
+    assert posts_by_prompt(world.fake)[prompt_of("slow", 1)] == 1
+    world.fake.inject("POST", "/api/generations", status=502, times=1)
+    out = await world.run(world.tasks.submit, "never-1", request_of("never", 1))
+    assert out["state"] == "accepted"
+    assert posts_by_prompt(world.fake)[prompt_of("never", 1)] == 2
+    assert len(world.fake.generations) == 2
 
 
 async def _state(world: World, key: str, state: str) -> bool:

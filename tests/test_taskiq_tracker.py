@@ -17,7 +17,7 @@ import attrs
 import pytest
 from redis.asyncio import Redis
 
-from prism_async import PollPolicy, PrismClient
+from prism_async import PollPolicy, PrismClient, PrismError
 from prism_async.integrations.taskiq import (
     DOWNLOAD_TASK,
     RedisCheckpoint,
@@ -284,3 +284,38 @@ def test_track_refuses_bad_usage(
     monkeypatch.delenv("PRISM_BROKER", raising=False)
     assert main(["track", *arguments]) == EXIT_USAGE
     assert message in capsys.readouterr().err
+
+
+async def test_the_tracker_reconciles_ambiguous_keys_itself(world: World) -> None:
+    """Keys whose answers were lost (two of one request, one alone) are settled by the tracker
+    from the history on its own cadence, then followed and enqueued: no person needed."""
+    assert world.prism.ledger is not None
+    world.fake.history_completed_only = True
+    lost: list[str] = []
+    for key, tag in (("twin-1", "twin"), ("twin-2", "twin"), ("alone", "alone")):
+        world.fake.inject("POST", "/api/generations", status=502, processed=True)
+        with pytest.raises(PrismError):
+            await world.prism.generations.create(
+                key=key, prompt=prompt_of(tag, 0), model_name=MODEL
+            )
+        lost.append(key)
+    assert {(await world.ledger.get(k)).state for k in lost} == {"ambiguous"}  # type: ignore[union-attr]
+    tracker = world.tracker(reconcile_interval=0.1)
+    running = asyncio.create_task(tracker.run())
+    try:
+
+        async def delivered() -> bool:
+            return sorted(world.enqueued) == sorted(world.fake.generations)
+
+        await eventually(delivered, timeout=15, what="every lost video to be enqueued")
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    rows = await world.ledger.get_many(lost)
+    assert {row.state for row in rows.values()} == {"reconciled"}
+    assert sorted(i for row in rows.values() for i in row.generation_ids) == sorted(
+        world.fake.generations
+    )
+    assert len(world.fake.requests_to("POST", "/api/generations")) == 3
+    assert tracker.stats.reconciled >= 2  # the twins settle together
+    assert {e.key for e in world.events if e.kind == "reconciled"} <= set(lost)

@@ -17,7 +17,31 @@ import attrs
 from .._errors import InvalidRequestError
 from ._model import GenerationRecord, Submission, SubmissionState, lease_is_alive
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "check_reconciliation"]
+
+
+def check_reconciliation(
+    window: float | None, interval: float | None
+) -> tuple[float | None, float | None]:
+    """``reconcile_window`` and ``reconcile_interval`` checked (None stays None).
+
+    Raises:
+        InvalidRequestError: a window that is not positive, an interval outside (0, 60].
+    """
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int | float) or not window > 0
+    ):
+        raise InvalidRequestError("reconcile_window", "must be positive seconds")
+    if interval is not None and (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not 0 < interval <= 60
+    ):
+        raise InvalidRequestError("reconcile_interval", "must be seconds in (0, 60]")
+    return (
+        None if window is None else float(window),
+        None if interval is None else float(interval),
+    )
 
 
 class Ledger(abc.ABC):
@@ -45,18 +69,11 @@ class Ledger(abc.ABC):
         Raises:
             InvalidRequestError: a window that is not positive, an interval outside (0, 60].
         """
+        window, interval = check_reconciliation(window, interval)
         if window is not None:
-            if isinstance(window, bool) or not isinstance(window, int | float) or window <= 0:
-                raise InvalidRequestError("reconcile_window", "must be positive seconds")
-            self.reconcile_window = float(window)
+            self.reconcile_window = window
         if interval is not None:
-            if (
-                isinstance(interval, bool)
-                or not isinstance(interval, int | float)
-                or not 0 < interval <= 60
-            ):
-                raise InvalidRequestError("reconcile_interval", "must be seconds in (0, 60]")
-            self.reconcile_interval = float(interval)
+            self.reconcile_interval = interval
 
     # -- the primitives a backend provides ---------------------------------------------------
 

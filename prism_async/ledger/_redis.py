@@ -29,31 +29,52 @@ __all__ = ["RedisLedger"]
 logger = logging.getLogger("prism_async.ledger")
 
 _PAGE = 500
+_INDEXED = ("sending", "ambiguous")
 
 # Every write also gives its key the next change number in the ``changes`` sorted set (one
 # member per key, scored by its latest change): the feed of ``Ledger.changes``.
 
-# KEYS: row, order, claimed, changes; ARGV: version, doc, seq member, ids json
-_INSERT = """
+# The ``unsettled`` set indexes the keys whose state is ``sending`` or ``ambiguous``, so the
+# rows reconciliation looks at are found without reading the whole ledger.
+_UNSETTLED = """
+if ARGV[%d] == 'sending' or ARGV[%d] == 'ambiguous' then
+  redis.call('SADD', KEYS[%d], ARGV[%d])
+else
+  redis.call('SREM', KEYS[%d], ARGV[%d])
+end
+"""
+
+# KEYS: row, order, claimed, changes, unsettled; ARGV: version, doc, seq member, ids json, state
+_INSERT = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'doc', ARGV[2])
 local seq = redis.call('INCR', KEYS[2] .. ':seq')
 redis.call('ZADD', KEYS[2], seq, ARGV[3])
 for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SADD', KEYS[3], id) end
 redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[4] .. ':seq'), ARGV[3])
+"""
+    + _UNSETTLED % (5, 5, 5, 3, 5, 3)
+    + """
 return 1
 """
+)
 
-# KEYS: row, claimed, changes; ARGV: expected version, new version, doc, old ids json,
-# new ids json, key
-_SWAP = """
+# KEYS: row, claimed, changes, unsettled; ARGV: expected version, new version, doc, old ids
+# json, new ids json, key, state
+_SWAP = (
+    """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'doc', ARGV[3])
 for _, id in ipairs(cjson.decode(ARGV[4])) do redis.call('SREM', KEYS[2], id) end
 for _, id in ipairs(cjson.decode(ARGV[5])) do redis.call('SADD', KEYS[2], id) end
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[3] .. ':seq'), ARGV[6])
+"""
+    + _UNSETTLED % (7, 7, 4, 6, 4, 6)
+    + """
 return 1
 """
+)
 
 _TIMES = ("created_at", "updated_at", "sent_at", "lease_expires")
 
@@ -149,7 +170,15 @@ class RedisLedger(Ledger):
             doc = await client.hget(self._keys(key)[0], "doc")
             return None if doc is None else _decode(doc)
 
+    @property
+    def _unsettled_key(self) -> str:
+        return f"{self.prefix}unsettled"
+
     async def list(self, state: str | None = None) -> AsyncIterator[Submission]:
+        if state in _INDEXED:
+            async for submission in self._unsettled(state):
+                yield submission
+            return
         order = self._keys("")[1]
         start = 0
         while True:
@@ -168,13 +197,38 @@ class RedisLedger(Ledger):
                         yield submission
             start += _PAGE
 
+    async def _unsettled(self, state: str | None) -> AsyncIterator[Submission]:
+        """The ``sending`` or ``ambiguous`` rows, from the index (built once for a ledger an
+        earlier version wrote), in the order their keys were first seen."""
+        async with self._redis() as client:
+            built = f"{self._unsettled_key}:built"
+            if not await client.exists(built):
+                members: list[str] = []
+                async for row in self.list():
+                    if row.state in _INDEXED:
+                        members.append(row.key)
+                if members:
+                    await client.sadd(self._unsettled_key, *members)
+                await client.set(built, 1)
+            keys = sorted(cast(set[str], await client.smembers(self._unsettled_key)))
+            rows = await self.get_many(keys)
+            order = self._keys("")[1]
+            async with client.pipeline(transaction=False) as pipe:
+                for key in rows:
+                    pipe.zscore(order, key)
+                seen: list[float | None] = await pipe.execute()
+        ranked = sorted(zip(seen, rows.values(), strict=True), key=lambda p: p[0] or 0.0)
+        for _, row in ranked:
+            if row.state == state:
+                yield row
+
     async def insert(self, submission: Submission) -> bool:
         async with self._redis() as client:
             row, order, claimed = self._keys(submission.key)
             ids = json.dumps(list(submission.generation_ids))
-            args = (submission.version, _encode(submission), submission.key, ids)
-            changes = self._changes_key
-            return bool(await client.eval(_INSERT, 4, row, order, claimed, changes, *args))
+            args = (submission.version, _encode(submission), submission.key, ids, submission.state)
+            keys = (row, order, claimed, self._changes_key, self._unsettled_key)
+            return bool(await client.eval(_INSERT, len(keys), *keys, *args))
 
     async def swap(self, expected: Submission, new: Submission) -> bool:
         if new.key != expected.key:
@@ -188,8 +242,10 @@ class RedisLedger(Ledger):
                 json.dumps(list(expected.generation_ids)),
                 json.dumps(list(new.generation_ids)),
                 new.key,
+                new.state,
             )
-            return bool(await client.eval(_SWAP, 3, row, claimed, self._changes_key, *args))
+            keys = (row, claimed, self._changes_key, self._unsettled_key)
+            return bool(await client.eval(_SWAP, len(keys), *keys, *args))
 
     async def record(self, record: GenerationRecord) -> None:
         await self.record_many([record])

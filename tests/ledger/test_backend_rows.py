@@ -16,6 +16,7 @@ import attrs
 from prism_async.ledger import (
     GenerationRecord,
     Ledger,
+    RedisLedger,
     SQLiteLedger,
     SubmissionState,
 )
@@ -121,6 +122,42 @@ async def test_list_in_first_seen_order_all_and_by_state(ledger: Ledger) -> None
     assert await keys_of(ledger, "no-such-state") == []
     listed = [s async for s in ledger.list()]
     assert listed[1] == await ledger.get("a")  # whole rows, not just keys
+
+
+async def test_unsettled_rows_are_listed_in_first_seen_order_as_they_move(ledger: Ledger) -> None:
+    """``sending`` and ``ambiguous`` (what reconciliation reads, indexed on Redis) follow every
+    swap: a row leaves them when it settles and comes back when it is sent again."""
+    for key, state in [("x", S.AMBIGUOUS), ("y", S.SENDING), ("z", S.AMBIGUOUS), ("w", S.ACCEPTED)]:
+        await ledger.insert(make_submission(key, state=state))
+    assert await keys_of(ledger, S.AMBIGUOUS) == ["x", "z"]
+    x = await ledger.get("x")
+    assert x is not None
+    assert await ledger.swap(x, rejected := bumped(x, state=S.REJECTED))
+    assert await keys_of(ledger, S.AMBIGUOUS) == ["z"]
+    assert await ledger.swap(rejected, bumped(rejected, state=S.SENDING))
+    assert await keys_of(ledger, S.SENDING) == ["x", "y"]
+    assert await keys_of(ledger, S.REJECTED) == []
+
+
+async def test_a_redis_ledger_written_before_the_index_lists_its_unsettled_rows(
+    redis_url: str,
+) -> None:
+    """A ledger an earlier version wrote (no index of unsettled keys) lists its ambiguous rows
+    all the same: the index is built at the first such read."""
+    import redis.asyncio as redis
+
+    ledger = RedisLedger(redis_url, prefix="prism:test:old-index:")
+    try:
+        await ledger.insert(make_submission("old-1", state=S.AMBIGUOUS))
+        await ledger.insert(make_submission("old-2", state=S.ACCEPTED))
+        await ledger.insert(make_submission("old-3", state=S.AMBIGUOUS))
+        client = redis.Redis.from_url(redis_url)
+        await client.delete("prism:test:old-index:unsettled")  # as an earlier version left it
+        await client.aclose()
+        assert await keys_of(ledger, S.AMBIGUOUS) == ["old-1", "old-3"]
+        assert await keys_of(ledger, S.AMBIGUOUS) == ["old-1", "old-3"]
+    finally:
+        await ledger.aclose()
 
 
 async def test_list_pages_past_500_rows(ledger: Ledger) -> None:

@@ -3,8 +3,9 @@
 Each is safe to run again, in parallel or after a crash, which is what a queue does with a job:
 
 * :func:`submit` sends a request under a ledger key: a redelivered job replays the recorded
-  batch (no POST); a job whose first run died mid-POST finds the key ambiguous and reconciles
-  it from the account's history before anything else.
+  batch (no POST); a job whose first run died mid-POST finds the key ambiguous and waits for
+  it to be reconciled from the account's history (or sends it again once the history proves
+  nothing was queued).
 * :func:`download` downloads one generation at most once: the ledger says whether some process
   already did, and a lease (see :mod:`._leases`) keeps two processes from doing it together.
 * :func:`create_wait_download` is the simple pattern, both of them around a wait.
@@ -32,7 +33,7 @@ from ..._errors import (
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ...ledger import GenerationRecord, Ledger
+from ...ledger import GenerationRecord, Ledger, SubmissionState
 from ...models.generations import Generation, GenerationBatch, GenerationStatus
 from ...models.templates import TemplateGenerationBatch
 from ...runs import GenerationRequest, TemplateRequest, _already_downloaded
@@ -95,24 +96,21 @@ def _outcome(
     }
 
 
-async def _reconciled(prism: PrismClient, key: str, request: Request) -> dict[str, Any]:
-    """Settle an ambiguous key from the account's history, then replay it if it was found."""
-    settled = await prism.reconcile(key)
-    if not settled.done:
-        return _outcome(key, "ambiguous", error=settled.error)
-    batch = await _send(prism, key, request)  # recorded now: replayed, nothing sent
-    return _outcome(key, settled.state, batch.ids)
-
-
 async def submit(prism: PrismClient, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
     """Send ``request`` under the ledger ``key``, once across every run of the job.
 
+    An ambiguous key (a worker killed mid-POST, an answer lost) is a waiting state, not an
+    end: the job keeps it, reconciling every ``reconcile_interval`` seconds (logged at
+    WARNING with the key and its age) until the history shows its generations, or until the
+    ledger's ``reconcile_window`` has closed with nothing found: then it is sent again. A key a
+    live process is sending is waited for the same way. The job's message stays unacknowledged
+    meanwhile, so a worker killed while it waits hands it to another.
+
     Returns:
         ``{"key", "state", "generation_ids", "error"}``; ``state`` is ``accepted`` or
-        ``reconciled`` (the ids are known), ``ambiguous`` (it may have been queued and the
-        history does not show it yet: reconcile or resolve it later), ``in_flight`` (a live
-        process is sending it right now: that one finishes the job) or ``rejected`` (nothing
-        was queued; sending again may succeed).
+        ``reconciled`` (the ids are known), ``rejected`` (a definitive refusal: nothing was
+        queued) or, rarely, ``ambiguous`` (no rule can settle it: a template without a webhook,
+        or a partial find once the window closed; a person must ``ledger resolve`` it).
 
     Raises:
         InvalidRequestError: a bad request, before anything is sent.
@@ -121,18 +119,23 @@ async def submit(prism: PrismClient, key: str, request: Mapping[str, Any]) -> di
     """
     built = as_request(request)
     ledger = _ledger(prism)
-    try:
-        batch = await _send(prism, key, built)
-    except AmbiguousSubmissionError:
-        return await _reconciled(prism, key, built)
-    except SubmissionInFlightError as exc:
-        return _outcome(key, "in_flight", error=exc)
-    except (APIConnectionError, APIStatusError, ResponseValidationError) as exc:
-        if exc.maybe_sent:
-            return await _reconciled(prism, key, built)
-        return _outcome(key, "rejected", error=exc)
-    row = await ledger.get(key)
-    return _outcome(key, row.state if row is not None else "accepted", batch.ids)
+    while True:
+        try:
+            batch = await _send(prism, key, built)
+        except (AmbiguousSubmissionError, SubmissionInFlightError):
+            pass
+        except (APIConnectionError, APIStatusError, ResponseValidationError) as exc:
+            if not exc.maybe_sent:
+                return _outcome(key, "rejected", error=exc)
+        else:
+            row = await ledger.get(key)
+            return _outcome(key, row.state if row is not None else "accepted", batch.ids)
+        settled = await prism.reconcile(key, wait=True)
+        if settled.done:
+            return _outcome(key, settled.state, settled.generation_ids)
+        if settled.state == SubmissionState.AMBIGUOUS:
+            return _outcome(key, "ambiguous", error=settled.error)
+        # rejected: its window closed with nothing in the history; sent again
 
 
 async def download(

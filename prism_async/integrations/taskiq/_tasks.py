@@ -19,6 +19,8 @@ from taskiq_redis import RedisStreamBroker
 
 from ..._client import PrismClient
 from ..._errors import InvalidRequestError
+from ...ledger import RedisLedger
+from ...ledger._base import check_reconciliation
 from ._broker import PrismStreamBroker
 from ._jobs import as_request, create_wait_download, download, submit
 from ._leases import DownloadLeases
@@ -88,6 +90,10 @@ class PrismTasks:
         download_dir: where downloads go when a task names no folder.
         lease_seconds: the life of a download lease (renewed while the download runs).
         wait_timeout: seconds the simple pattern's wait may take (default: the poll policy's).
+        reconcile_window: the ledger's ``reconcile_window``: how long an ambiguous key waits
+            for its videos to show up in the history before it is sent again (default 30
+            minutes; keep it longer than the longest generation).
+        reconcile_interval: the ledger's ``reconcile_interval`` (default 30 s).
         **client_options: keyword arguments of each worker's ``PrismClient`` (``api_key``,
             ``base_url``, ``poll``, ``timeout``, ``webhooks``, ...); by default the key and URL
             come from ``PRISM_API_KEY`` and ``PRISM_BASE_URL``.
@@ -102,6 +108,8 @@ class PrismTasks:
         download_dir: str | os.PathLike[str] | None = None,
         lease_seconds: float = 60.0,
         wait_timeout: float | None = None,
+        reconcile_window: float = 1800.0,
+        reconcile_interval: float = 30.0,
         **client_options: Any,
     ) -> None:
         if "ledger" in client_options:
@@ -115,6 +123,11 @@ class PrismTasks:
         self.download_dir = None if download_dir is None else os.fspath(download_dir)
         self.lease_seconds = float(lease_seconds)
         self.wait_timeout = wait_timeout
+        check_reconciliation(reconcile_window, reconcile_interval)  # now, not in every worker
+        self.reconcile = {
+            "reconcile_window": reconcile_window,
+            "reconcile_interval": reconcile_interval,
+        }
         self._client_options = client_options
         self._client: PrismClient | None = None
         self._leases: DownloadLeases | None = None
@@ -168,9 +181,7 @@ class PrismTasks:
         """Make this process's client (and its ledger); a worker calls it when it starts."""
         if self._client is not None:
             return
-        from ...ledger import RedisLedger
-
-        ledger = RedisLedger(self.ledger_url, prefix=self.ledger_prefix)
+        ledger = RedisLedger(self.ledger_url, prefix=self.ledger_prefix, **self.reconcile)
         client = PrismClient(ledger=ledger, **self._client_options)
         await client.__aenter__()
         redis = Redis.from_url(self.ledger_url, decode_responses=True)

@@ -23,6 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 import attrs
@@ -35,9 +36,12 @@ from ..._errors import (
     GenerationFailedError,
     NotFoundError,
     PermissionDeniedError,
+    PrismError,
+    SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ...ledger import Ledger, Submission
+from ...ledger import Ledger, Submission, SubmissionState
+from ...ledger._model import lease_is_alive
 from ...models.generations import Generation, GenerationStatus
 from ...polling import PollPolicy
 
@@ -52,7 +56,9 @@ Enqueue = Callable[[str], Awaitable[None]]
 @attrs.frozen
 class TrackEvent:
     """Something the tracker did: ``tracking`` (a wait started), ``enqueued`` (its download
-    task was sent), ``failed`` (the generation failed), ``lost`` (the API does not know it)."""
+    task was sent), ``failed`` (the generation failed), ``lost`` (the API does not know it),
+    ``reconciled`` (an ambiguous key settled from the history: ``generation_id`` lists its
+    ids) or ``rejected`` (an ambiguous key's window closed with nothing queued)."""
 
     kind: str
     generation_id: str
@@ -101,6 +107,10 @@ class TrackerStats:
     enqueued: int = 0
     failed: int = 0
     lost: int = 0
+    reconciled: int = 0
+    """Ambiguous keys it settled from the history."""
+    rejected: int = 0
+    """Ambiguous keys whose window closed with nothing queued (their jobs send them again)."""
 
 
 class Tracker:
@@ -115,6 +125,9 @@ class Tracker:
         wait_timeout: seconds one wait runs before it is started again (never given up).
         checkpoint: where to keep the feed's handled cursor (None: read it all at start).
         on_event: called with each :class:`TrackEvent`.
+        reconcile_interval: seconds between two passes over the ledger's ambiguous keys (and
+            ``sending`` ones whose process died), each reconciled from the account's history;
+            default: the ledger's ``reconcile_interval``. A fleet needs no person for them.
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class Tracker:
         wait_timeout: float = 3600.0,
         checkpoint: Checkpoint | None = None,
         on_event: Callable[[TrackEvent], object] | None = None,
+        reconcile_interval: float | None = None,
     ) -> None:
         if prism.ledger is None:
             raise ValueError("the tracker needs a client with a ledger")
@@ -142,6 +156,11 @@ class Tracker:
         self.wait_timeout = wait_timeout
         self.checkpoint = checkpoint
         self.on_event = on_event
+        self.reconcile_interval = (
+            self.ledger.reconcile_interval if reconcile_interval is None else reconcile_interval
+        )
+        if self.reconcile_interval <= 0:
+            raise ValueError("reconcile_interval must be positive")
         self.stats = TrackerStats()
         self.cursor = 0
         self._pending: dict[str, _Pending] = {}  # generation id -> its wait
@@ -161,9 +180,12 @@ class Tracker:
             AuthenticationError, PermissionDeniedError: the API refuses the key.
         """
         self.cursor = await self.checkpoint.load() if self.checkpoint is not None else 0
-        next_scan = 0.0
+        next_scan = next_reconcile = 0.0
         try:
             while True:
+                if time.monotonic() >= next_reconcile:
+                    await self._reconcile()
+                    next_reconcile = time.monotonic() + self.reconcile_interval
                 if time.monotonic() >= next_scan:
                     read, full = await self._scan()
                     next_scan = time.monotonic() + (0.0 if full else self.scan_interval)
@@ -223,6 +245,41 @@ class Tracker:
             self._start(generation_id, pending)
             self.stats.tracked += 1
             self._event("tracking", generation_id, row.key)
+
+    # -- ambiguous keys ----------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """One pass over the keys that may have been queued without their ids being known:
+        each is reconciled from the history (keys of one request settle together, so one
+        reconciliation per fingerprint). A reconciled key comes in on the feed and is tracked;
+        a rejected one is sent again by its job."""
+        now = datetime.now(UTC)
+        rows = [row async for row in self.ledger.list(state=SubmissionState.AMBIGUOUS)]
+        rows += [
+            row
+            async for row in self.ledger.list(state=SubmissionState.SENDING)
+            if not lease_is_alive(row, now)
+        ]
+        done: set[str] = set()
+        for row in rows:
+            if row.kind == "generation" and row.fingerprint in done:
+                continue
+            try:
+                settled = await self.prism.reconcile(row.key)
+            except SubmissionInFlightError:
+                continue
+            except (AuthenticationError, PermissionDeniedError):
+                raise
+            except PrismError as exc:
+                logger.warning("tracker: could not reconcile %r: %s", row.key, exc)
+                continue
+            done.add(row.fingerprint)
+            if settled.done:
+                self.stats.reconciled += 1
+                self._event("reconciled", ",".join(settled.generation_ids), row.key)
+            elif settled.state == SubmissionState.REJECTED:
+                self.stats.rejected += 1
+                self._event("rejected", "", row.key, settled.error)
 
     # -- waits -------------------------------------------------------------------------------
 
