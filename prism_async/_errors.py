@@ -25,7 +25,8 @@ Every exception the SDK raises derives from :class:`PrismError`::
     │                                 .generation_id, .last)
     ├── AmbiguousSubmissionError      a ledger key that may have been queued (.key .submission)
     ├── SubmissionConflictError       a ledger key reused for another request (.key)
-    └── SubmissionInFlightError       a ledger key a live process is sending (.key)
+    ├── SubmissionInFlightError       a ledger key a live process is sending (.key)
+    └── LedgerUnavailableError        the ledger (Redis, a database) cannot be reached (.ledger)
 
 ``asyncio.CancelledError`` is never caught, wrapped or replaced.
 
@@ -69,6 +70,7 @@ __all__ = [
     "InternalServerError",
     "InvalidRequestError",
     "InvalidTemplateError",
+    "LedgerUnavailableError",
     "NotFoundError",
     "PermissionDeniedError",
     "PricingError",
@@ -300,6 +302,20 @@ class SubmissionInFlightError(PrismError):
     def __init__(self, key: str) -> None:
         super().__init__(f"the submission {key!r} is being sent by a live process")
         self.key = key
+
+
+class LedgerUnavailableError(PrismError):
+    """The ledger could not be reached (Redis down, a database that cannot be written) after
+    retrying with backoff. Never an API error: the API may be fine. A paid request is never
+    sent while its ledger row cannot be committed.
+
+    Attributes:
+        ledger: the ledger's repr (never a URL with a password).
+    """
+
+    def __init__(self, message: str, *, ledger: str = "") -> None:
+        super().__init__(message)
+        self.ledger = ledger
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

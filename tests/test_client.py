@@ -40,6 +40,7 @@ EXPECTED_PUBLIC = {
     "InternalServerError",
     "InvalidRequestError",
     "InvalidTemplateError",
+    "LedgerUnavailableError",
     "LatencyEstimate",
     "NotFoundError",
     "Page",
