@@ -109,8 +109,9 @@ def test_generate_uploads_local_references(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A reference given as a local file is uploaded first and its key used."""
-    image = tmp_path / "frame.png"
+    image, look = tmp_path / "frame.png", tmp_path / "look.png"
     image.write_bytes(b"\x89PNG fake")
+    look.write_bytes(b"\x89PNG look")
     code = main(
         [
             "--fake",
@@ -122,7 +123,7 @@ def test_generate_uploads_local_references(
             "--start-frame",
             str(image),
             "--ingredient",
-            str(image),
+            str(look),
             "community/assets/asset_001.png",
         ]
     )
@@ -153,7 +154,7 @@ def test_bad_usage_exits_2_without_traceback(capsys: pytest.CaptureFixture[str])
         (["generate", "A cat", "--model", "veo-3.1", "--aspect-ratio", "2:1"], "--aspect-ratio"),
         (["generate", "  ", "--model", "veo-3.1"], "PROMPT: must not be empty"),
         (["template", "abc123", "--var", "novalue"], "--var: expected KEY=VALUE"),
-        (["upload", "/no/such/file.png"], "file not found"),
+        (["upload", "/no/such/file.png"], "FILE: no such file: /no/such/file.png"),
         (["--timeout", "0", "wait", "gen_1"], "--timeout"),
     ],
 )

@@ -2,9 +2,9 @@
 
 One JSON object per line (blank lines skipped): the fields of
 :class:`~prism_async.GenerationRequest`, or of :class:`~prism_async.TemplateRequest` when it
-has ``template_id`` and no ``prompt``. Every line is checked before anything is sent; a bad one
-is a :class:`UsageError` naming the file, the line and the field (``batch.jsonl:3: duration:
-...``).
+has ``template_id`` and no ``prompt``. Every line is checked before anything is sent; bad ones
+are one :class:`UsageError` naming, for every bad line, the file, the line and the field
+(``batch.jsonl:3: duration: ...``), and two lines giving the same ``key``.
 """
 
 from __future__ import annotations
@@ -57,29 +57,52 @@ def _request(record: dict[str, Any]) -> Request:
     return kind(**record)
 
 
+def _parse(line: str) -> Request:
+    """The request of one line (UsageError saying what is wrong with it)."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise UsageError(f"not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"expected a JSON object, got {type(record).__name__}")
+    try:
+        return _request(record)
+    except InvalidRequestError as exc:
+        raise UsageError(f"{exc.field}: {exc.reason}") from None
+
+
 def load_batch(file: str) -> list[BatchLine]:
-    """Every request of a JSONL file, checked; UsageError (exit 2) at the first bad line."""
+    """Every request of a JSONL file, checked; one UsageError (exit 2) naming every bad line
+    (one line of its message each), then how many there are."""
     path = Path(file).expanduser()
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"FILE: cannot read {file}: {reason}") from None
-    batch = []
+    batch: list[BatchLine] = []
+    problems: list[str] = []
+    keys: dict[str, int] = {}  # a key given on a line -> that line
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"{file}:{number}"
         try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise UsageError(f"{where}: not valid JSON: {exc}") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        try:
-            batch.append(BatchLine(number, _request(record)))
-        except InvalidRequestError as exc:
-            raise UsageError(f"{where}: {exc.field}: {exc.reason}") from None
+            request = _parse(line)
+        except UsageError as exc:
+            problems.append(f"{file}:{number}: {exc}")
+            continue
+        if request.key is not None and request.key in keys:
+            first = keys[request.key]
+            what = f"key: {request.key!r} is also the key of line {first}"
+            problems.append(f"{file}:{number}: {what}")
+            continue
+        if request.key is not None:
+            keys[request.key] = number
+        batch.append(BatchLine(number, request))
+    if len(problems) > 1:
+        problems.append(f"FILE: {len(problems)} bad lines in {file}; nothing was sent")
+    if problems:
+        raise UsageError("\n".join(problems))
     if not batch:
         raise UsageError(f"FILE: no requests in {file}")
     return batch
@@ -93,9 +116,7 @@ def default_run_id(file: str) -> str:
     return stem.strip() or "run"
 
 
-async def run_keys(
-    file: str, batch: Sequence[BatchLine], run_id: str, ledger: Ledger
-) -> list[str]:
+async def run_keys(file: str, batch: Sequence[BatchLine], run_id: str, ledger: Ledger) -> list[str]:
     """Each request's ledger key, as ``prism.run`` makes them on ``ledger`` (its ``key``, or
     one derived from the request itself); UsageError when two lines would share one."""
     lines: dict[str, int] = {}

@@ -14,7 +14,7 @@ __all__ = ["assets", "characters", "template_info", "templates"]
 
 def _templates_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--q", help="search text (2+ characters)")
-    parser.add_argument("--category")
+    parser.add_argument("--category", help="only this category, e.g. ugc")
 
 
 @command(
@@ -34,7 +34,7 @@ async def templates(ctx: Context) -> int:
 
 
 def _template_info_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("template_id", metavar="ID")
+    parser.add_argument("template_id", metavar="ID", help="the template's id")
 
 
 @command(
@@ -86,9 +86,15 @@ async def characters(ctx: Context) -> int:
 
 
 def _assets_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("q", metavar="Q")
-    parser.add_argument("--type", choices=["all", "image", "video"])
-    parser.add_argument("--source", choices=["all", "community", "history"])
+    parser.add_argument("q", metavar="Q", help="search text (2+ characters)")
+    parser.add_argument(
+        "--type", choices=["all", "image", "video"], help="only images or videos (all: both)"
+    )
+    parser.add_argument(
+        "--source",
+        choices=["all", "community", "history"],
+        help="community assets, your history (your generations), or all",
+    )
     parser.add_argument("--limit", type=int, default=24, help="results to show (default 24)")
 
 

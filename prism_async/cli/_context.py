@@ -52,7 +52,8 @@ class Context:
         return self._prism
 
     async def upload(self, path: str) -> str:
-        """Upload a local file with a progress bar; return its key."""
+        """Upload a local file with a progress bar; return its key (``_files.Files`` checks
+        a command's files before it uploads any)."""
         file = Path(path).expanduser()
         size = file.stat().st_size if file.is_file() else None  # the SDK explains a bad file
         with self.ui.transfer(f"upload {file.name}", size) as progress:
@@ -60,18 +61,6 @@ class Context:
         self.ui.print(f"uploaded {file} -> {uploaded.s3_key}")
         self.ui.emit({"event": "upload", "file": str(file), **to_dict(uploaded)})
         return uploaded.s3_key
-
-    async def reference(self, value: str | None) -> str | None:
-        """A local file is uploaded and replaced by its key; anything else is a key."""
-        if value is None:
-            return None
-        return await self.upload(value) if Path(value).expanduser().is_file() else value
-
-    async def references(self, values: Sequence[str] | None) -> list[str] | None:
-        """:meth:`reference` for each value, in order."""
-        if values is None:
-            return None
-        return [key for key in [await self.reference(v) for v in values] if key is not None]
 
     async def download(self, generation: Generation | str, destination: str) -> Path:
         """Download a generation's video with a progress bar; return the file written."""

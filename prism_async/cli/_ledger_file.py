@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 
 from ..ledger import Ledger
+from ._extras import needs_extra
 from ._registry import UsageError
 
 __all__ = [
@@ -33,7 +34,8 @@ def open_ledger(location: str, *, must_exist: bool, prefix: str | None = None) -
     """The ledger ``--ledger`` names: a ``RedisLedger`` for a redis URL, else a SQLite file
     (which reading commands require to exist: they never create an empty ledger)."""
     if location.startswith(REDIS_SCHEMES):
-        from ..ledger import RedisLedger
+        with needs_extra("--ledger redis://...", "redis"):
+            from ..ledger import RedisLedger
 
         return RedisLedger(location) if prefix is None else RedisLedger(location, prefix=prefix)
     from ..ledger import SQLiteLedger

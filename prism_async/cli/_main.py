@@ -8,9 +8,10 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._client import PrismClient
@@ -24,10 +25,12 @@ from .._errors import (
 )
 from ..polling import PollPolicy
 from ._context import Context
+from ._extras import missing_extra
 from ._registry import (
     EXIT_API,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OUTPUT_CLOSED,
     EXIT_TIMEOUT,
     EXIT_USAGE,
     Command,
@@ -36,7 +39,7 @@ from ._registry import (
     add_commands,
     find_command,
 )
-from ._ui import UI
+from ._ui import UI, OutputClosed
 
 if TYPE_CHECKING:
     from ..testing import FakePrismServer
@@ -57,25 +60,58 @@ def option_name(field: str, declared: Command) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``prism-async`` argument parser: the global options, then every declared command."""
+    """The ``prism-async`` argument parser: the global options, then every declared command
+    (each of which takes the global options too, after its name)."""
     parser = Parser(
         prog="prism-async",
         description="Generate videos with the Prism Videos API from the command line.",
-        epilog="Try it with no account: prism-async demo",
+        epilog="Global options go before or after the command.\n"
+        "Try it with no account: prism-async demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"prism-async {__version__}")
-    parser.add_argument("--api-key", help="API key (default: $PRISM_API_KEY)")
-    parser.add_argument("--base-url", help="API root (default: $PRISM_BASE_URL or the real API)")
-    parser.add_argument(
-        "--fake", action="store_true", help="run against an embedded FakePrismServer (no network)"
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
-    parser.add_argument(
-        "--timeout", type=float, help="seconds a wait may take before exit code 4 (default 900)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
-    add_commands(parser)
+    _global_options(parser)
+    add_commands(parser, common=_command_global_options)
     return parser
+
+
+def _global_options(where: Any, **defaults: Any) -> None:
+    """Add the global options to ``where`` (a parser or one of its groups)."""
+    where.add_argument(
+        "--api-key", metavar="KEY", help="API key (default: $PRISM_API_KEY)", **defaults
+    )
+    where.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="API root (default: $PRISM_BASE_URL or the real API)",
+        **defaults,
+    )
+    where.add_argument(
+        "--fake",
+        action="store_true",
+        help="run against an embedded FakePrismServer (no network)",
+        **defaults,
+    )
+    where.add_argument(
+        "--json", action="store_true", help="one JSON object per line on stdout", **defaults
+    )
+    where.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds a wait may take before exit code 4 (default 900)",
+        **defaults,
+    )
+    where.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, tracebacks", **defaults
+    )
+
+
+def _command_global_options(parser: argparse.ArgumentParser) -> None:
+    """The global options after a command's name too (``prism-async status ID --json``):
+    unset there, they leave what was given before the command alone."""
+    where = parser.add_argument_group("global options (before or after the command)")
+    _global_options(where, default=argparse.SUPPRESS)
 
 
 async def _run(args: argparse.Namespace, ui: UI) -> int:
@@ -112,6 +148,46 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class _Terminated(Exception):
+    """SIGTERM stopped the command (as Ctrl-C does): exit 130."""
+
+
+async def _run_until_signalled(args: argparse.Namespace, ui: UI) -> int:
+    """:func:`_run`, SIGTERM doing what Ctrl-C does: the work is cancelled cleanly (a run
+    says what it had in flight), then exit 130."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+        return await _run(args, ui)
+    try:
+        return await _run(args, ui)
+    except asyncio.CancelledError:
+        if terminated:
+            raise _Terminated from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null once its reader is gone, so that the interpreter's last flush
+    does not print "Exception ignored ... BrokenPipeError" on stderr."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _configure_logging(*, verbose: bool) -> None:
     """``-v``: the SDK's debug log on stderr. Otherwise its WARNINGs (``prism_async.ledger
     ... state=ambiguous``) are not printed raw by Python's last-resort handler: the commands
@@ -131,20 +207,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
 
     Exit codes: 0 success, 1 a generation failed, 2 bad usage or bad input, 3 an API error or
-    no connection, 4 a wait timed out, 130 interrupted (Ctrl-C). Errors are printed on stderr
-    without a traceback unless ``-v`` is given.
+    no connection, 4 a wait timed out, 130 interrupted (Ctrl-C or SIGTERM), 141 stdout was
+    closed (``| head``: nothing more is printed, on stderr either). Errors are printed on
+    stderr without a traceback unless ``-v`` is given.
     """
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
         print(f"prism-async: error: {exc}\nTry 'prism-async --help'.", file=sys.stderr)
         return EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a run's "run it again" line
     declared = find_command(args)
     ui = UI(json_mode=args.json)
     _configure_logging(verbose=args.verbose)
 
     def fail(code: int, message: str, exc: BaseException) -> int:
-        print(f"prism-async: {message}", file=sys.stderr)
+        for line in message.splitlines():  # a UsageError may name several problems
+            print(f"prism-async: {line}", file=sys.stderr)
         if isinstance(exc, PrismError) and exc.generation_ids:
             print(
                 f"prism-async: generations queued: {', '.join(exc.generation_ids)}", file=sys.stderr
@@ -162,11 +241,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
     try:
-        return asyncio.run(_run(args, ui))
+        return asyncio.run(_run_until_signalled(args, ui))
     except KeyboardInterrupt as exc:
         return fail(EXIT_INTERRUPTED, "interrupted", exc)
+    except _Terminated as exc:
+        return fail(EXIT_INTERRUPTED, "terminated (SIGTERM)", exc)
+    except OutputClosed:
+        _quiet_stdout()
+        return EXIT_OUTPUT_CLOSED
     except UsageError as exc:
-        return fail(EXIT_USAGE, f"error: {exc}", exc)
+        lines = str(exc).splitlines() or [""]
+        return fail(EXIT_USAGE, "\n".join(f"error: {line}" for line in lines), exc)
     except InvalidRequestError as exc:
         return fail(EXIT_USAGE, f"error: {option_name(exc.field, declared)}: {exc.reason}", exc)
     except GenerationFailedError as exc:
@@ -182,5 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(EXIT_API, f"error: {exc}", exc)
     except (ValueError, OSError) as exc:
         return fail(EXIT_USAGE, f"error: {exc}", exc)
+    except ImportError as exc:
+        missing = missing_extra(exc, declared.full_name)
+        if missing is not None:
+            return fail(EXIT_USAGE, f"error: {missing}", exc)
+        return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (use -v)", exc)
     except Exception as exc:  # a bug: still no traceback without -v
         return fail(EXIT_FAILED, f"unexpected error: {type(exc).__name__}: {exc} (use -v)", exc)

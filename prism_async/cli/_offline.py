@@ -20,8 +20,20 @@ __all__ = ["demo", "serve_fake"]
 
 
 def _serve_fake_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--generation-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        metavar="N",
+        help="port on 127.0.0.1 to listen on; 0 picks a free one (default 8765)",
+    )
+    parser.add_argument(
+        "--generation-seconds",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds each video takes to generate (default 5)",
+    )
     parser.add_argument(
         "--credits",
         type=int,

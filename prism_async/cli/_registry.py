@@ -28,7 +28,9 @@ Two more fields, when the defaults do not fit: ``client="fake"`` (always run on 
 FakePrismServer, as ``demo`` does) or ``client="none"`` (no client, as ``serve-fake``), and
 ``paid=True`` (it may spend credits: an ambiguous failure then warns that it may have been
 queued). ``client_options=`` makes extra ``PrismClient`` keyword arguments from the command's
-arguments (``ledger reconcile`` gives its client a ``ledger=``).
+arguments (``ledger reconcile`` gives its client a ``ledger=``). ``epilog=`` ends its
+``--help`` (line breaks kept: how its arguments are read). Every command also takes the global
+options (``--json``, ``--fake``, ...) after its name; ``_main.py`` adds them.
 
 **A group of subcommands** (``prism-async ledger list``) is one :func:`group` declaration, whose
 ``options`` every subcommand takes, then one ``@command(..., group="ledger")`` per subcommand
@@ -57,6 +59,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT_CLOSED",
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "Command",
@@ -76,6 +79,8 @@ EXIT_USAGE = 2
 EXIT_API = 3
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
+EXIT_OUTPUT_CLOSED = 141
+"""stdout was closed by its reader (``| head``), as a program killed by SIGPIPE would give."""
 
 Handler = Callable[["Context"], Awaitable[int]]
 """A command's body: gets the context, returns the exit code."""
@@ -123,6 +128,8 @@ class Command:
     """The group it belongs to (``"ledger"`` for ``ledger list``), or None."""
     subcommands: dict[str, Command] = field(default_factory=dict)
     """A group's subcommands by name, in declaration order (empty for a plain command)."""
+    epilog: str | None = None
+    """Printed at the end of its ``--help``, line breaks kept (how its arguments are read)."""
 
     @property
     def full_name(self) -> str:
@@ -145,6 +152,7 @@ def command(
     paid: bool = False,
     client_options: ClientOptions | None = None,
     group: str | None = None,
+    epilog: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a command: decorates its handler and registers it in :data:`COMMANDS` (or in
     its ``group``'s subcommands; the group is declared first, with :func:`group`)."""
@@ -166,6 +174,7 @@ def command(
             paid=paid,
             client_options=client_options,
             group=group,
+            epilog=epilog,
         )
         if name in siblings:
             raise RuntimeError(f"command {declared.full_name!r} is declared twice")
@@ -197,23 +206,41 @@ def find_command(args: argparse.Namespace) -> Command:
     return declared
 
 
-def add_commands(parser: argparse.ArgumentParser) -> None:
+def add_commands(
+    parser: argparse.ArgumentParser,
+    common: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Add one subparser per declared command to ``parser`` (``args.command`` names it), and
-    to a group's subparser one per subcommand (:func:`find_command` finds the one given)."""
+    to a group's subparser one per subcommand (:func:`find_command` finds the one given).
+    ``common`` adds the options every command also takes (the global ones) to each."""
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     subparsers.required = True
     for declared in COMMANDS.values():
-        subparser = subparsers.add_parser(declared.name, help=declared.help)
+        subparser = _add_parser(subparsers, declared)
         if declared.handler is not None:
-            if declared.add_options is not None:
-                declared.add_options(subparser)
+            for add_options in (declared.add_options, common):
+                if add_options is not None:
+                    add_options(subparser)
             continue
+        if common is not None:
+            common(subparser)
         nested = subparser.add_subparsers(
             dest=_subcommand_dest(declared), metavar="SUBCOMMAND", parser_class=Parser
         )
         nested.required = True
         for child in declared.subcommands.values():
-            child_parser = nested.add_parser(child.name, help=child.help, description=child.help)
-            for add_options in (child.add_options, declared.add_options):
+            child_parser = _add_parser(nested, child)
+            for add_options in (child.add_options, declared.add_options, common):
                 if add_options is not None:
                     add_options(child_parser)
+
+
+def _add_parser(subparsers: Any, declared: Command) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        declared.name,
+        help=declared.help,
+        description=declared.help,
+        epilog=declared.epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser

@@ -5,7 +5,9 @@ request is submitted under its ledger key (its ``key`` or ``f"{run_id}/{digest}"
 and downloaded, and its row of the live table moves from ``pending`` through ``sending`` and
 ``waiting`` to how it ended. Running the same command again resumes: accepted keys are not
 sent again, ambiguous ones are reconciled first, downloaded videos are not fetched again.
-``--json`` prints one object per request as it ends.
+``--json`` prints one object per request as it ends. Stopped early (Ctrl-C or SIGTERM: exit
+130), it prints on stderr the paid requests in flight and the command that settles them
+(``_in_flight.py``).
 
 Exit codes: 0 every request ``downloaded`` (or ``completed`` without ``--download``); 1 one
 ``failed``, is ``ambiguous``, was ``rejected`` or ``skipped``, or its download failed; 4 one
@@ -29,6 +31,7 @@ from ..ledger import Ledger, Submission, SubmissionState
 from ..runs import RunResult, run_credits
 from ._batch import BatchLine, default_run_id, load_batch, run_keys
 from ._context import Context
+from ._in_flight import reporting_in_flight, rerun_command
 from ._ledger_file import ledger_option, ledger_path, open_ledger, readable_ledger
 from ._registry import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, UsageError, command
 from ._ui import RowUpdate
@@ -89,10 +92,24 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="the most the run's keys may be charged in all, re-runs included",
     )
+    parser.add_argument(
+        "--reconcile-window",
+        type=float,
+        metavar="SECONDS",
+        help="how long an ambiguous key (its answer lost) waits for its videos to show up in "
+        "the account's history before it counts as never queued and is sent again (default "
+        "1800: longer than the longest generation)",
+    )
 
 
 def _run_client(args: argparse.Namespace) -> Mapping[str, Any]:
-    return {"ledger": open_ledger(ledger_path(args), must_exist=False)}
+    window = args.reconcile_window
+    if window is not None and not window > 0:
+        raise UsageError("--reconcile-window: must be more than 0 seconds")
+    ledger = open_ledger(ledger_path(args), must_exist=False)
+    if window is not None:
+        ledger.configure_reconciliation(window=window)
+    return {"ledger": ledger}
 
 
 @command(
@@ -105,6 +122,7 @@ def _run_client(args: argparse.Namespace) -> Mapping[str, Any]:
         "download_to": "--download",
         "concurrency": "--concurrency",
         "max_credits": "--max-credits",
+        "reconcile_window": "--reconcile-window",
         "ledger": "--ledger",
     },
     paid=True,
@@ -135,6 +153,7 @@ async def run(ctx: Context) -> int:
             download=args.download,
             concurrency=args.concurrency,
             max_credits=args.max_credits,
+            rerun=rerun_command(args),
         )
     return report.exit_code
 
@@ -181,9 +200,12 @@ async def run_batch(
     download: str | None,
     concurrency: int = 8,
     max_credits: float | None = None,
+    rerun: str | None = None,
 ) -> RunReport:
     """Run ``batch`` under ``keys`` on ``ctx.prism`` (which has a ledger) with the live table,
-    one JSON object per result, a summary and, for ambiguous keys, how to settle them."""
+    one JSON object per result, a summary and, for ambiguous keys, how to settle them.
+    Stopped early (Ctrl-C, SIGTERM), it prints the paid requests in flight and ``rerun``, the
+    command that settles them."""
     ui, prism = ctx.ui, ctx.prism
     ledger = prism.ledger
     assert ledger is not None  # the command's client_options gave it one
@@ -193,7 +215,8 @@ async def run_batch(
     after: dict[str, Submission | None] = {}
     results: list[RunResult] = []
     rows = {key: _progress(submission) for key, submission in before.items()}
-    with ui.live_rows(f"Run {run_id}", _COLUMNS, rows, styles=_STYLES) as update:
+    live = ui.live_rows(f"Run {run_id}", _COLUMNS, rows, styles=_STYLES)
+    async with reporting_in_flight(live, ledger, keys, after, rerun) as update:
         follow = None
         if not ui.json_mode:
             follow = asyncio.create_task(_follow(ledger, keys, after, update))

@@ -24,6 +24,7 @@ import attrs
 from ..ledger import Ledger
 from ..polling import PollPolicy
 from ._context import Context
+from ._extras import needs_extra
 from ._ledger_file import REDIS_SCHEMES, open_ledger
 from ._registry import EXIT_OK, UsageError, command
 
@@ -102,6 +103,8 @@ def _broker_url(args: argparse.Namespace) -> str:
 
 def _track_client(args: argparse.Namespace) -> Mapping[str, Any]:
     """The tracker's client: the ledger, and a hub reading the webhook bus if one is given."""
+    with needs_extra("track", "taskiq"):  # the taskiq extra (taskiq, taskiq-redis, redis)
+        import prism_async.integrations.taskiq  # noqa: F401
     _broker_url(args)  # bad usage before anything opens
     if args.max_pending < 1:
         raise UsageError("--max-pending: must be at least 1")

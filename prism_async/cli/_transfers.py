@@ -6,13 +6,14 @@ import argparse
 
 from .. import to_dict
 from ._context import Context
+from ._files import Files
 from ._registry import EXIT_OK, command
 
 __all__ = ["download", "status", "upload", "wait"]
 
 
 def _status_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", metavar="ID", nargs="+")
+    parser.add_argument("ids", metavar="ID", nargs="+", help="generation ids")
 
 
 @command(
@@ -40,7 +41,7 @@ async def status(ctx: Context) -> int:
 
 
 def _wait_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ids", metavar="ID", nargs="+")
+    parser.add_argument("ids", metavar="ID", nargs="+", help="generation ids")
     parser.add_argument("--download", metavar="DIR", help="download the videos into DIR")
 
 
@@ -56,8 +57,10 @@ async def wait(ctx: Context) -> int:
 
 
 def _download_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id", metavar="ID")
-    parser.add_argument("-o", "--output", metavar="PATH", help="file or directory")
+    parser.add_argument("id", metavar="ID", help="a generation id")
+    parser.add_argument(
+        "-o", "--output", metavar="PATH", help="file or directory (default: this directory)"
+    )
 
 
 @command(
@@ -75,7 +78,9 @@ async def download(ctx: Context) -> int:
 
 
 def _upload_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", metavar="FILE", nargs="+")
+    parser.add_argument(
+        "files", metavar="FILE", nargs="+", help="local image, video or audio files"
+    )
 
 
 @command(
@@ -85,7 +90,11 @@ def _upload_options(parser: argparse.ArgumentParser) -> None:
     option_names={"source": "FILE"},
 )
 async def upload(ctx: Context) -> int:
-    """Upload files; print (or emit) each storage key."""
-    for file in ctx.args.files:
-        await ctx.upload(file)
+    """Upload files (every one checked before the first is uploaded); print (or emit) each
+    storage key."""
+    files = Files()
+    for index, file in enumerate(ctx.args.files):
+        files.one(str(index), "FILE", file, file=True)
+    files.check()
+    await files.keys(ctx.upload)
     return EXIT_OK

@@ -19,7 +19,12 @@ from ..models.generations import Generation
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["UI", "RowUpdate"]
+__all__ = ["UI", "OutputClosed", "RowUpdate"]
+
+
+class OutputClosed(Exception):
+    """stdout was closed by the program reading it (``prism-async templates | head -1``):
+    nothing more can be shown, so the command stops (``main``: exit 141, nothing on stderr)."""
 
 
 class RowUpdate(Protocol):
@@ -65,12 +70,21 @@ class UI:
         if self.rich is not None:
             self.rich.print(text, highlight=False, markup=False)
         else:
-            print(text, file=self.stream, flush=True)
+            self._write([text])
 
     def emit(self, record: dict[str, Any]) -> None:
         """One JSON object per line (JSON mode only)."""
         if self.json_mode:
-            print(json.dumps(record, default=str), file=self.stream, flush=True)
+            self._write([json.dumps(record, default=str)])
+
+    def _write(self, lines: Sequence[str]) -> None:
+        """Plain lines on the stream, flushed; :class:`OutputClosed` once its reader is gone."""
+        try:
+            for line in lines:
+                print(line, file=self.stream)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """A table for humans: rich when available, aligned text otherwise."""
@@ -88,16 +102,12 @@ class UI:
             self.rich.print(table)
             return
         widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-        print(
-            "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(),
-            file=self.stream,
+        self._write(
+            [
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                for row in [list(columns), *cells]
+            ]
         )
-        for row in cells:
-            print(
-                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
-                file=self.stream,
-            )
-        self.stream.flush()
 
     @contextlib.contextmanager
     def transfer(
