@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,19 +27,19 @@ import attrs
 from ._errors import (
     AmbiguousSubmissionError,
     InvalidRequestError,
+    LedgerUnavailableError,
     PrismError,
     SubmissionConflictError,
     SubmissionInFlightError,
 )
-from ._rules import QUERY_MIN_LENGTH
+from ._reconciling import DEAD_LEASE, Reconciling
 from .ledger._base import Ledger
 from .ledger._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
-from .ledger._reconcile import assign, count_of, sent_at, window
-from .models.assets import Asset
+from .ledger._writer import GroupWriter
 from .models.generations import Generation
 
 if TYPE_CHECKING:
-    from .webhooks import WebhookEvent
+    pass
 
 __all__ = ["Durable", "fingerprint"]
 
@@ -85,14 +85,15 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-class Durable:
-    """The ledger rules for one client."""
+class Durable(Reconciling):
+    """The ledger rules for one client (reconciliation: :class:`Reconciling`)."""
 
     def __init__(self, ledger: Ledger, *, timeout: float, lease_seconds: float = 60.0) -> None:
         self.ledger = ledger
         self.timeout = timeout
         self.lease = timedelta(seconds=max(lease_seconds, timeout + 10.0))
-        self._records = _GroupWriter(ledger)
+        self._records = GroupWriter(ledger)
+        self._later: set[asyncio.Task[None]] = set()  # outcomes waiting for the ledger
         self._owner = (os.getpid(), str(Owner.me()))
 
     @property
@@ -132,19 +133,72 @@ class Durable:
             maybe = exc.maybe_sent if isinstance(exc, PrismError) else True
             ids = exc.generation_ids if isinstance(exc, PrismError) else ()
             state = S.AMBIGUOUS if maybe else S.REJECTED
-            settle = self._settle(claimed, state=state, generation_ids=ids, error=_describe(exc))
+            changes = {"state": state, "generation_ids": ids, "error": _describe(exc)}
             with contextlib.suppress(Exception):  # the request's own error is what matters
-                await asyncio.shield(asyncio.ensure_future(settle))
+                await asyncio.shield(asyncio.ensure_future(self._record_outcome(claimed, changes)))
             raise
         renewing.cancel()
-        await self._settle(
-            claimed,
-            state=S.ACCEPTED,
-            generation_ids=tuple(ids_of(result)),
-            credits_charged=credits_of(result),
-            error=None,
-        )
+        outcome = {
+            "state": S.ACCEPTED,
+            "generation_ids": tuple(ids_of(result)),
+            "credits_charged": credits_of(result),
+            "error": None,
+        }
+        await self._record_outcome(claimed, outcome)
         return result
+
+    async def _record_outcome(self, claimed: Submission, changes: dict[str, Any]) -> None:
+        """Record what the API answered; while the ledger cannot be reached, keep it in
+        memory (logged at WARNING with its ids) and commit it once the ledger is back."""
+        try:
+            await self._settle(claimed, **changes)
+        except LedgerUnavailableError as exc:
+            logger.warning(
+                "ledger key=%r attempt=%d: the API answered %s (ids %s) but the ledger cannot "
+                "be reached (%s): kept in memory, committed when it is back",
+                claimed.key,
+                claimed.attempt,
+                changes["state"],
+                ",".join(changes["generation_ids"]) or "-",
+                exc,
+                extra={"prism_key": claimed.key, "prism_generation_ids": changes["generation_ids"]},
+            )
+            later = asyncio.create_task(self._record_later(claimed, changes))
+            self._later.add(later)
+            later.add_done_callback(self._later.discard)
+
+    async def _record_later(self, claimed: Submission, changes: dict[str, Any]) -> None:
+        pause = 1.0
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self._settle(claimed, **changes)
+            except LedgerUnavailableError:
+                pause = min(pause * 2, 30.0)
+                continue
+            logger.warning(
+                "ledger key=%r attempt=%d: %s (ids %s) committed now that the ledger is back",
+                claimed.key,
+                claimed.attempt,
+                changes["state"],
+                ",".join(changes["generation_ids"]) or "-",
+            )
+            return
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Commit the outcomes kept in memory during a ledger outage (waiting up to
+        ``timeout`` seconds); any still unwritten then is logged at ERROR with its ids."""
+        if not self._later:
+            return
+        _, left = await asyncio.wait(set(self._later), timeout=timeout)
+        for task in left:
+            task.cancel()
+        if left:
+            logger.error(
+                "ledger: %d outcomes the API answered could not be committed before the client "
+                "closed (their keys and ids are in the WARNING lines above)",
+                len(left),
+            )
 
     async def _claim(self, key: str, kind: str, print_: str, request: dict[str, Any]) -> Submission:
         """The row to send under (``sending``, leased to us) or a ``done`` one to replay."""
@@ -171,6 +225,8 @@ class Durable:
             current = await self.ledger.get(key)
             if current is None:
                 continue
+            if current == new:  # our insert landed; its answer was lost (and it was retried)
+                return new
             if current.fingerprint != print_:
                 raise SubmissionConflictError(key)
             if current.done:
@@ -180,7 +236,7 @@ class Durable:
             if current.state == S.SENDING:
                 if lease_is_alive(current, now):
                     raise SubmissionInFlightError(key)
-                dead = await self._change(current, state=S.AMBIGUOUS, error=_DEAD_LEASE)
+                dead = await self._change(current, state=S.AMBIGUOUS, error=DEAD_LEASE)
                 if dead is not None:
                     raise AmbiguousSubmissionError(key, dead)
                 continue
@@ -262,182 +318,16 @@ class Durable:
             error=generation.error,
             completed_at=generation.completed_at,
         )
-        await self._records.write(record)
+        await self._write(record)
 
     async def downloaded(self, generation_id: str, path: str, size: int) -> None:
         """Record a file renamed into place."""
-        await self._records.write(GenerationRecord(generation_id, path=path, size=size))
+        await self._write(GenerationRecord(generation_id, path=path, size=size))
 
-    # -- reconciliation ----------------------------------------------------------------------
-
-    async def webhook_arrived(self, key: str, event: WebhookEvent) -> None:
-        """A verified webhook named ``key``: it settles the key if its answer was lost."""
-        current = await self.ledger.get(key)
-        if current is None or current.kind != "template" or current.done:
-            return
-        if current.state == S.SENDING and lease_is_alive(current, _now()):
-            return  # the answer is still on its way
-        if current.state in (S.SENDING, S.AMBIGUOUS):
-            ids = tuple(dict.fromkeys((*current.generation_ids, event.generation_id)))
-            await self._change(
-                current, state=S.RECONCILED, generation_ids=ids, error="settled by its webhook"
-            )
-
-    async def reconcile(
-        self, key: str, search: Callable[[str], AsyncIterator[Asset]]
-    ) -> Submission:
-        """Look for an ambiguous prompt submission's generations in the account's history.
-
-        Ambiguous keys of the same fingerprint share the candidates (first sent first), and
-        every one of them that gets its whole ``count`` is settled in the same pass. A key
-        whose window (:attr:`Ledger.reconcile_window`) has closed with nothing found for it
-        becomes ``rejected``: nothing was queued, and it may be sent again.
-        """
-        current = await self.ledger.get(key)
-        if current is None:
-            raise InvalidRequestError("key", f"no submission has the key {key!r}")
-        if current.state == S.SENDING:
-            if lease_is_alive(current, _now()):
-                raise SubmissionInFlightError(key)
-            current = await self._change(current, state=S.AMBIGUOUS, error=_DEAD_LEASE)
-            if current is None:
-                return await self.reconcile(key, search)
-        if current.state != S.AMBIGUOUS:
-            return current
-        if current.kind != "generation":
-            why = "a template submission is resolved by its webhook or by hand"
-            return await self._change(current, error=why) or current
-        prompt, model = current.request.get("prompt"), current.request.get("model_name")
-        if len(str(prompt).strip()) < QUERY_MIN_LENGTH:  # the history search would refuse it
-            why = "its prompt is too short to search the history for: resolve it by hand"
-            return await self._change(current, error=why) or current
-        group = [current]
-        async for row in self.ledger.list(state=S.AMBIGUOUS):
-            same = row.kind == "generation" and row.fingerprint == current.fingerprint
-            if same and row.key != key:
-                group.append(row)
-        held = {i for row in group for i in row.generation_ids}
-        taken = await self.ledger.claimed_ids() - held
-        windows = [window(row, self.timeout) for row in group]
-        low, high = min(w[0] for w in windows), max(w[1] for w in windows)
-        found: list[Asset] = []
-        async for asset in search(str(prompt)):
-            if (
-                asset.prompt == prompt
-                and asset.model_name == model
-                and asset.created_at is not None
-                and low <= asset.created_at <= high
-                and asset.id not in taken
-            ):
-                found.append(asset)
-        plan = assign(group, found, self.timeout)
-        settled: Submission | None = None
-        for row in group:
-            ids = plan[row.key].ids
-            if ids:
-                done = await self._change(row, state=S.RECONCILED, generation_ids=ids, error=None)
-                if row.key == key:
-                    settled = done or await self.reconcile(key, search)
-        if settled is not None:
-            return settled
-        return await self._unsettled(current, plan[key].available, len(group))
-
-    async def _unsettled(self, current: Submission, available: int, peers: int) -> Submission:
-        """An ambiguous key reconciliation could not settle: rejected once its window has
-        closed with nothing found for it, else still ambiguous, saying what happens next."""
-        count = count_of(current)
-        closes = sent_at(current) + timedelta(seconds=self.ledger.reconcile_window)
-        shared = f" ({peers} ambiguous keys share this request)" if peers > 1 else ""
-        if not available and not current.generation_ids and _now() >= closes:
-            why = (
-                "the history showed none of its generations within the reconciliation window "
-                f"({self.ledger.reconcile_window:g} s){shared}: nothing was queued, so it may "
-                "be sent again"
-            )
-            return await self._change(current, state=S.REJECTED, error=why) or current
-        if _now() >= closes:
-            why = (
-                f"reconciliation found {available} of {count} generations it asked for"
-                f"{shared}, and its window closed at {closes:%H:%M:%S} UTC: it needs a person "
-                "(prism-async ledger resolve KEY --ids ... or --not-sent)"
-            )
-        else:
-            why = (
-                f"reconciliation found {available} of {count} unclaimed generations it "
-                f"asked for{shared}; the API may list a generation only once it has finished. "
-                f"It is tried again every {self.ledger.reconcile_interval:g} s; if the history "
-                f"still shows nothing for it at {closes:%H:%M:%S} UTC it becomes rejected and "
-                "is sent again"
-            )
-        return await self._change(current, error=why) or current
-
-    async def settle(self, key: str, search: Callable[[str], AsyncIterator[Asset]]) -> Submission:
-        """Reconcile an ambiguous (or dead ``sending``) key until it is settled: ``reconciled``,
-        or ``rejected`` once its window closed with nothing found. Waits
-        :attr:`Ledger.reconcile_interval` between tries, logging the key and its age at
-        WARNING each time. Returns the row still ambiguous only when no automated rule can
-        settle it (a template without a webhook, a short prompt, a partial find after the
-        window): a person must resolve it.
-        """
-        while True:
-            try:
-                row = await self.reconcile(key, search)
-            except SubmissionInFlightError:
-                row = None  # a live process is sending it: its answer settles it
-            if row is not None and row.state != S.AMBIGUOUS:
-                return row
-            current = row or await self.ledger.get(key)
-            if current is None:
-                raise InvalidRequestError("key", f"no submission has the key {key!r}")
-            if current.state not in (S.AMBIGUOUS, S.SENDING):
-                return current
-            age = (_now() - sent_at(current)).total_seconds()
-            if row is not None and age >= self.ledger.reconcile_window:
-                return row  # the window closed and no rule settled it: a person must
-            logger.warning(
-                "ledger key=%r ambiguous for %.0f s, reconciling again in %g s: %s",
-                key,
-                age,
-                self.ledger.reconcile_interval,
-                current.error,
-                extra={"prism_key": key, "prism_state": current.state},
-            )
-            pause, left = self.ledger.reconcile_interval, self.ledger.reconcile_window - age
-            await asyncio.sleep(min(pause, left) if left > 0.05 else pause)
-
-
-_DEAD_LEASE = (
-    "the process sending it stopped before its outcome was recorded: it may have been queued"
-)
-
-
-class _GroupWriter:
-    """Generation records written together: what arrives while one batch is being written
-    goes in the next, in one transaction. Each caller still waits for its own record."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
-        self._pending: list[tuple[GenerationRecord, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def write(self, record: GenerationRecord) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
-        self._pending.append((record, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await asyncio.shield(done)  # cancelled or not, the record is written
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                await self._ledger.record_many([record for record, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+    async def _write(self, record: GenerationRecord) -> None:
+        """What a wait or a download learnt: a help for later runs, never worth failing them
+        (a later run polls again, and trusts a file renamed into place)."""
+        try:
+            await self._records.write(record)
+        except LedgerUnavailableError as exc:
+            logger.warning("ledger: could not record %s (%s)", record.id, exc)

@@ -9,18 +9,23 @@ at first use and logs a WARNING when the server says otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import attrs
 from redis import asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
+from .._errors import InvalidRequestError, LedgerUnavailableError
 from ._base import Ledger
 from ._model import GenerationRecord, Submission
 
@@ -97,12 +102,43 @@ def _decode(doc: str | bytes) -> Submission:
     return Submission(**fields)
 
 
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What an unreachable Redis raises (BusyLoadingError, while it loads its data, is one)."""
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _retrying(
+    method: Callable[Concatenate[RedisLedger, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[RedisLedger, P], Coroutine[Any, Any, T]]:
+    """Run a primitive again while Redis cannot be reached (see ``retry_for``).
+
+    A write whose answer was lost may be run again: the scripts are compare-and-set, so a
+    repeated insert or swap changes nothing and reports False (the rules read the row back).
+    """
+
+    async def call(ledger: RedisLedger, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await ledger._retry(lambda: method(ledger, *args, **kwargs))
+
+    call.__name__, call.__qualname__, call.__doc__ = (
+        method.__name__,
+        method.__qualname__,
+        method.__doc__,
+    )
+    return call
+
+
 class RedisLedger(Ledger):
     """A ledger on a Redis server shared by every process of a fleet.
 
     Args:
         url: e.g. ``redis://localhost:6379/0`` (``rediss://`` for TLS).
         prefix: the prefix of every Redis key it uses (one ledger per prefix).
+        retry_for: seconds a call keeps retrying (with backoff) while Redis cannot be reached
+            (refused, reset, timed out, loading) before it raises
+            :class:`~prism_async.LedgerUnavailableError`; an outage is logged at WARNING once,
+            and so is the recovery.
         reconcile_window: seconds an ambiguous key waits for its generations to show up in
             the history before it counts as never queued (default 30 minutes).
         reconcile_interval: seconds between reconciliations of a waiting key (at most 60).
@@ -113,18 +149,53 @@ class RedisLedger(Ledger):
         url: str,
         *,
         prefix: str = "prism:ledger:",
+        retry_for: float = 30.0,
         reconcile_window: float = 1800.0,
         reconcile_interval: float = 30.0,
     ) -> None:
         self.configure_reconciliation(window=reconcile_window, interval=reconcile_interval)
+        if isinstance(retry_for, bool) or not isinstance(retry_for, int | float) or retry_for < 0:
+            raise InvalidRequestError("retry_for", "must be 0 or more seconds")
         self.url = url
         self.prefix = prefix
+        self.retry_for = float(retry_for)
         self._client: redis.Redis | None = None
         self._users: dict[redis.Redis, int] = {}  # calls in flight on each connection pool
         self._checked = False
+        self._down = False  # Redis could not be reached at the last call (logged once)
 
     def __repr__(self) -> str:
         return f"RedisLedger(prefix={self.prefix!r})"  # the URL may carry a password
+
+    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        started: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                result = await call()
+            except _DOWN as exc:
+                now = time.monotonic()
+                started = now if started is None else started
+                if not self._down:
+                    self._down = True
+                    logger.warning(
+                        "%r: Redis cannot be reached (%s); retrying for up to %g s",
+                        self,
+                        exc,
+                        self.retry_for,
+                    )
+                if now - started >= self.retry_for:
+                    raise LedgerUnavailableError(
+                        f"{self!r}: Redis could not be reached for {self.retry_for:g} s: {exc}",
+                        ledger=repr(self),
+                    ) from exc
+                await asyncio.sleep(min(pause, max(0.0, started + self.retry_for - now)))
+                pause = min(pause * 2, 2.0)
+                continue
+            if self._down:
+                self._down = False
+                logger.warning("%r: Redis can be reached again", self)
+            return result
 
     def _keys(self, key: str) -> tuple[str, str, str]:
         return (f"{self.prefix}sub:{key}", f"{self.prefix}order", f"{self.prefix}claimed")
@@ -133,7 +204,9 @@ class RedisLedger(Ledger):
     async def _redis(self) -> AsyncIterator[redis.Redis]:
         """The connection pool for one call; one closed meanwhile is closed after its calls."""
         if self._client is None:
-            self._client = redis.Redis.from_url(self.url, decode_responses=True)
+            self._client = redis.Redis.from_url(
+                self.url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10
+            )
         client = self._client
         self._users[client] = self._users.get(client, 0) + 1
         try:
@@ -165,6 +238,7 @@ class RedisLedger(Ledger):
                 settings.get("appendfsync"),
             )
 
+    @_retrying
     async def get(self, key: str) -> Submission | None:
         async with self._redis() as client:
             doc = await client.hget(self._keys(key)[0], "doc")
@@ -179,15 +253,9 @@ class RedisLedger(Ledger):
             async for submission in self._unsettled(state):
                 yield submission
             return
-        order = self._keys("")[1]
         start = 0
         while True:
-            async with self._redis() as client:
-                members = cast(list[str], await client.zrange(order, start, start + _PAGE - 1))
-                async with client.pipeline(transaction=False) as pipe:
-                    for member in members:
-                        pipe.hget(self._keys(member)[0], "doc")
-                    docs: list[str | None] = await pipe.execute()
+            members, docs = await self._page(start)
             if not members:
                 return
             for doc in docs:
@@ -197,9 +265,27 @@ class RedisLedger(Ledger):
                         yield submission
             start += _PAGE
 
+    @_retrying
+    async def _page(self, start: int) -> tuple[Sequence[str], Sequence[str | None]]:
+        """Keys ``start`` to ``start + _PAGE`` in first-seen order, and their rows."""
+        async with self._redis() as client:
+            order = self._keys("")[1]
+            members = cast(list[str], await client.zrange(order, start, start + _PAGE - 1))
+            async with client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self._keys(member)[0], "doc")
+                docs: list[str | None] = await pipe.execute()
+        return members, docs
+
     async def _unsettled(self, state: str | None) -> AsyncIterator[Submission]:
         """The ``sending`` or ``ambiguous`` rows, from the index (built once for a ledger an
         earlier version wrote), in the order their keys were first seen."""
+        for row in await self._unsettled_rows():
+            if row.state == state:
+                yield row
+
+    @_retrying
+    async def _unsettled_rows(self) -> Sequence[Submission]:
         async with self._redis() as client:
             built = f"{self._unsettled_key}:built"
             if not await client.exists(built):
@@ -218,10 +304,9 @@ class RedisLedger(Ledger):
                     pipe.zscore(order, key)
                 seen: list[float | None] = await pipe.execute()
         ranked = sorted(zip(seen, rows.values(), strict=True), key=lambda p: p[0] or 0.0)
-        for _, row in ranked:
-            if row.state == state:
-                yield row
+        return [row for _, row in ranked]
 
+    @_retrying
     async def insert(self, submission: Submission) -> bool:
         async with self._redis() as client:
             row, order, claimed = self._keys(submission.key)
@@ -230,6 +315,7 @@ class RedisLedger(Ledger):
             keys = (row, order, claimed, self._changes_key, self._unsettled_key)
             return bool(await client.eval(_INSERT, len(keys), *keys, *args))
 
+    @_retrying
     async def swap(self, expected: Submission, new: Submission) -> bool:
         if new.key != expected.key:
             raise ValueError("swap keeps the key")
@@ -250,6 +336,7 @@ class RedisLedger(Ledger):
     async def record(self, record: GenerationRecord) -> None:
         await self.record_many([record])
 
+    @_retrying
     async def record_many(self, records: Sequence[GenerationRecord]) -> None:
         """Every record in one round trip."""
         async with self._redis() as client, client.pipeline(transaction=True) as pipe:
@@ -269,6 +356,7 @@ class RedisLedger(Ledger):
                     pipe.hsetnx(key, "id", json.dumps(record.id))
             await pipe.execute()
 
+    @_retrying
     async def get_many(self, keys: Sequence[str]) -> dict[str, Submission]:
         wanted = list(dict.fromkeys(keys))
         async with self._redis() as client, client.pipeline(transaction=False) as pipe:
@@ -277,6 +365,7 @@ class RedisLedger(Ledger):
             docs: list[str | None] = await pipe.execute()
         return {key: _decode(doc) for key, doc in zip(wanted, docs, strict=True) if doc}
 
+    @_retrying
     async def generation(self, generation_id: str) -> GenerationRecord | None:
         async with self._redis() as client:
             key = f"{self.prefix}gen:{generation_id}"
@@ -292,6 +381,7 @@ class RedisLedger(Ledger):
     def _changes_key(self) -> str:
         return f"{self.prefix}changes"
 
+    @_retrying
     async def changes(
         self, after: int = 0, *, limit: int = 500
     ) -> tuple[Sequence[Submission], int]:
@@ -313,6 +403,7 @@ class RedisLedger(Ledger):
         rows = [_decode(doc) for doc in docs if doc is not None]
         return rows, int(found[-1][1])
 
+    @_retrying
     async def claimed_ids(self) -> set[str]:
         async with self._redis() as client:
             return cast(set[str], await client.smembers(self._keys("")[2]))
