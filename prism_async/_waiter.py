@@ -11,7 +11,9 @@ awaits it stops its polling at once.
 
 The loop needs no client: a :class:`Waiter` gives it a single-attempt status fetch, the default
 policy and the webhook hub, and ends every running wait with :class:`ClientClosedError` when the
-client closes.
+client closes. A wait that ends before its generation because the app is stopping (the client
+closed, or a cancellation after the hub closed: a server's graceful-shutdown timeout) logs the
+generation's id at WARNING first, so that no paid video is lost with the task.
 """
 
 from __future__ import annotations
@@ -132,7 +134,8 @@ _RETRY = tenacity.retry_if_result(_not_terminal) | tenacity.retry_if_exception(_
 
 class _PollWait(tenacity.wait.wait_base):
     """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status);
-    the ``normal`` policy for good once the hub closes."""
+    the ``normal`` policy while the hub is not reliable (its bus is down), for good once it
+    closes."""
 
     def __init__(
         self, policy: PollPolicy, *, normal: PollPolicy | None = None, hub: WebhookHub | None = None
@@ -142,15 +145,30 @@ class _PollWait(tenacity.wait.wait_base):
         self._hub = hub
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        if self._normal is not None and self._hub is not None and self._hub.closed:
-            self._policy, self._normal = self._normal, None  # no webhook will come any more
-        delay = self._policy.delay(retry_state.attempt_number)
+        policy = self._policy
+        if self._normal is not None and self._hub is not None and not self._hub.reliable:
+            policy = self._normal  # no webhook may come now
+            if self._hub.closed:
+                self._policy, self._normal = policy, None  # nor any more
+        delay = policy.delay(retry_state.attempt_number)
         outcome = retry_state.outcome
         if outcome is not None and outcome.failed:
             exc = outcome.exception()
             if isinstance(exc, APIStatusError) and exc.retry_after is not None:
                 delay = max(delay, exc.retry_after)
         return delay
+
+
+def _log_abandoned(generation_id: str, why: str, last: Generation | None) -> None:
+    """A wait ends before its generation did: the id must not be lost with it."""
+    logger.warning(
+        "wait for generation %s ended before the generation did (%s; last status: %s): "
+        "it goes on, and is paid for; wait for it again by its id",
+        generation_id,
+        why,
+        last.status if last is not None else "not polled yet",
+        extra={"prism_generation_ids": [generation_id]},
+    )
 
 
 async def _sleep(seconds: float) -> None:
@@ -208,7 +226,8 @@ class Waiter:
         self._closing: set[asyncio.Task[Any]] = set()  # cancelled by close()
 
     def close(self) -> None:
-        """End every running wait with :class:`ClientClosedError`, and refuse new ones."""
+        """End every running wait with :class:`ClientClosedError` (each logs its generation id
+        at WARNING), and refuse new ones."""
         self.closed = True
         current = asyncio.current_task()
         for task in self._running:
@@ -280,10 +299,12 @@ class Waiter:
                 raise
             closed = False
         except asyncio.CancelledError:
-            if task not in self._closing:
-                raise
+            closing = task in self._closing
             self._closing.discard(task)
-            if task.uncancel() > cancelling:  # cancelled by its owner as well: that wins
+            if closing or self.closed or (hub is not None and hub.closed):  # shutting down
+                why = "the client closed" if closing else "cancelled while shutting down"
+                _log_abandoned(generation_id, why, last)
+            if not closing or task.uncancel() > cancelling:  # (cancelled by its owner: wins)
                 raise
             closed = True
         finally:

@@ -4,7 +4,9 @@
 :class:`RedisWebhookBus` is the one the SDK ships (``pip install "prism-async[redis]"``): a
 Redis stream that every hub reads from its own position (a broadcast, not a competing queue:
 each process sees every event). Events are hints, as always: a woken wait confirms by GET, and
-keeps its slow poll, so a lost event costs latency, never a result.
+keeps its slow poll, so a lost event costs latency, never a result. A bus only moves events and
+raises when it cannot: the hub's side (``prism_async._webhook_link``) keeps what it could not
+publish, retries, and tells the waits when the bus is down.
 
 Also here: :class:`CloseOnSignal`, the signal handler behind ``WebhookHub.close_on_signal``.
 """
@@ -13,32 +15,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .webhooks import WebhookEvent
+import attrs
 
-__all__ = ["CloseOnSignal", "RedisWebhookBus", "WebhookBus"]
+from ._webhook_events import WebhookEvent
 
-logger = logging.getLogger("prism_async")
+__all__ = ["BusItem", "CloseOnSignal", "RedisWebhookBus", "WebhookBus"]
+
+BusItem = tuple[WebhookEvent, str] | None
+"""What :meth:`WebhookBus.listen` yields: an event and its origin, or None, a heartbeat that
+says the bus is reading (again)."""
 
 
 class WebhookBus(Protocol):
-    """Carries webhook events between the hubs of many processes."""
+    """Carries webhook events between the hubs of many processes (one bus per hub)."""
 
     async def publish(self, event: WebhookEvent, origin: str) -> None:
-        """Send a verified event to every hub (``origin`` names the sender)."""
+        """Send a verified event to every hub (``origin`` names the sender); raise if it could
+        not be sent (the hub keeps it and publishes it again later)."""
 
-    def listen(self) -> AsyncIterator[tuple[WebhookEvent, str]]:
-        """Every event published from now on, with its origin, until cancelled."""
+    def listen(self) -> AsyncIterator[BusItem]:
+        """Every event published from now on, with its origin, until cancelled.
+
+        It may yield None when it has (re)connected, so the hub knows the bus reads again
+        before any event comes. It raises when reading fails: the hub then calls it again, and
+        a bus that can resumes where it stopped, so that no event is skipped.
+        """
 
     async def aclose(self) -> None:
-        """Release the connection."""
+        """Release the connection (and forget the read position)."""
 
 
 class RedisWebhookBus:
@@ -72,6 +82,7 @@ class RedisWebhookBus:
         self._url = url
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._position: str | None = None  # the last entry read: listening again resumes there
 
     def __repr__(self) -> str:
         return f"RedisWebhookBus(stream={self.stream!r})"  # the URL may carry a password
@@ -86,8 +97,7 @@ class RedisWebhookBus:
         return self._client
 
     async def publish(self, event: WebhookEvent, origin: str) -> None:
-        import attrs
-
+        """``XADD`` the event (raises ``redis.RedisError`` or ``OSError`` when Redis fails)."""
         fields = {"event": json.dumps(attrs.asdict(event)), "origin": origin}
         await self._connection().xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
 
@@ -96,25 +106,22 @@ class RedisWebhookBus:
         start_ms = int(seconds) * 1000 + int(microseconds) // 1000 - int(self.replay * 1000)
         return f"{max(start_ms, 0)}-0"
 
-    async def listen(self) -> AsyncIterator[tuple[WebhookEvent, str]]:
-        from .webhooks import WebhookEvent
-
-        last: str | None = None  # the position read so far: a reconnection resumes from it
-        pause = 0.5
+    async def listen(self) -> AsyncIterator[BusItem]:
+        """Read the stream from the last position read (the last ``replay`` seconds at first);
+        yields None once connected. Raises ``redis.RedisError`` or ``OSError`` when Redis
+        fails: calling it again resumes where it stopped."""
+        if self._position is None:
+            self._position = await self._start_id()
+        else:
+            await self._connection().ping()
+        yield None
         while True:
-            try:
-                if last is None:
-                    last = await self._start_id()
-                answer = await self._connection().xread({self.stream: last}, count=100, block=5000)
-            except (OSError, self._redis.RedisError) as exc:
-                logger.warning("webhook bus: %s; reading again in %.1f s", exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-                continue
-            pause = 0.5
+            answer = await self._connection().xread(
+                {self.stream: self._position}, count=100, block=5000
+            )
             for _, entries in answer or ():
                 for entry_id, fields in entries:
-                    last = entry_id
+                    self._position = entry_id
                     try:
                         event = WebhookEvent(**json.loads(fields["event"]))
                     except (KeyError, TypeError, ValueError):
@@ -122,6 +129,8 @@ class RedisWebhookBus:
                     yield event, str(fields.get("origin", ""))
 
     async def aclose(self) -> None:
+        """Close the connection; the next :meth:`listen` starts from the last seconds again."""
+        self._position = None
         client, self._client = self._client, None
         loop, self._loop = self._loop, None
         if client is not None and loop is asyncio.get_running_loop():

@@ -11,14 +11,15 @@ a video URL of their choosing. So here a webhook is only ever a *hint*:
   payload can wake a wait early but never decide its result or its ``video_url``;
 * waits on generations submitted with the hub's URL poll slowly (``fallback_interval``) in
   case a webhook never comes, until the hub is closed;
-* with a bus (``RedisWebhookBus``), a webhook received by one process wakes the waits of all.
+* with a bus (``RedisWebhookBus``), a webhook received by one process wakes the waits of all;
+  while the bus is down, the events it could not carry are kept and published once it is back,
+  and waits poll at their normal cadence (``prism_async._webhook_link``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -26,15 +27,13 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
-from attrs import frozen
 
-from ._errors import PrismError
 from ._webhook_bus import CloseOnSignal, RedisWebhookBus, WebhookBus
-from .models.generations import GenerationStatus
+from ._webhook_events import InvalidWebhookError, WebhookEvent, WebhookReply, parse_webhook
+from ._webhook_link import BusLink
 
 __all__ = [
     "KEY_PARAM",
@@ -60,80 +59,6 @@ KEY_PARAM = "prism_key"
 TOKEN_PARAM = "prism_token"
 """The query parameter that carries the hub's token in the webhook URL."""
 
-_PUBLISH_TIMEOUT = 3.0
-"""Seconds a webhook's answer waits for the bus (the event is a hint: it may be lost)."""
-
-
-class InvalidWebhookError(PrismError):
-    """A webhook body that is not the documented payload (answered with 400)."""
-
-
-@frozen
-class WebhookEvent:
-    """One webhook delivery: a template generation completed or failed.
-
-    It is unauthenticated input: use it as a hint and read the generation itself (a wait does).
-    """
-
-    generation_id: str
-    """The generation the event is about."""
-    status: str
-    """``completed`` or ``failed`` (other values are kept as sent)."""
-    template_id: str | None = None
-    """The template it was made from."""
-    video_url: str | None = None
-    """The video URL *claimed* by the sender; never download from it without confirming."""
-    error: str | None = None
-    """Why it failed, as claimed by the sender."""
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the event claims the generation is done."""
-        return self.status in GenerationStatus.TERMINAL
-
-
-@frozen
-class WebhookReply:
-    """What to answer the sender: an HTTP status and a short text."""
-
-    status: int
-    """200, 400, 401 or 413."""
-    message: str
-    """A short plain-text reason."""
-
-
-def _optional_text(payload: Mapping[str, Any], key: str) -> str | None:
-    value = payload.get(key)
-    return value if isinstance(value, str) else None
-
-
-def parse_webhook(body: bytes | str) -> WebhookEvent:
-    """Parse a webhook body: strict about ``generation_id`` and ``status``, lenient otherwise.
-
-    Raises:
-        InvalidWebhookError: not JSON, not an object, or without a ``generation_id`` string and
-            a ``status`` string.
-    """
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidWebhookError("webhook body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise InvalidWebhookError("webhook body is not a JSON object")
-    generation_id = payload.get("generation_id")
-    if not isinstance(generation_id, str) or not generation_id.strip():
-        raise InvalidWebhookError("webhook body has no generation_id string")
-    status = payload.get("status")
-    if not isinstance(status, str) or not status.strip():
-        raise InvalidWebhookError("webhook body has no status string")
-    return WebhookEvent(
-        generation_id=generation_id,
-        status=status,
-        template_id=_optional_text(payload, "template_id"),
-        video_url=_optional_text(payload, "video_url"),
-        error=_optional_text(payload, "error"),
-    )
-
 
 class WebhookHub:
     """Receives Prism webhooks and wakes the waits they are about.
@@ -150,9 +75,13 @@ class WebhookHub:
         bus: a :class:`~prism_async.webhooks.WebhookBus` (e.g. ``RedisWebhookBus(url)``) when
             several processes serve the app: every verified event is published on it, and the
             hub of every process wakes its own waits. Give every process the same ``secret``.
+            While the bus is down, events are kept (in memory) and published once it is back,
+            and waits poll at their normal cadence; one WARNING per outage says so.
 
     Close it (:meth:`aclose`) when the app's shutdown *starts* (aiohttp's ``on_shutdown``,
-    :meth:`close_on_signal` under uvicorn): waits in flight then stop polling slowly.
+    :meth:`close_on_signal` under uvicorn): waits in flight then stop polling slowly, and a
+    wait cancelled from then on (a server's graceful-shutdown timeout) logs its generation id
+    at WARNING.
     """
 
     def __init__(
@@ -182,7 +111,17 @@ class WebhookHub:
         self.bus = bus
         self.closed = False
         self._name = secrets.token_hex(6)
-        self._listening: asyncio.Task[None] | None = None
+        self._link = (
+            BusLink(
+                bus,
+                origin=lambda: self._origin,
+                dispatch=self.dispatch,
+                went_down=self._wake_relying,
+                max_age=keep_seconds,
+            )
+            if bus is not None
+            else None
+        )
         self._key_listeners: list[KeyListener] = []
 
     def __repr__(self) -> str:
@@ -240,14 +179,9 @@ class WebhookHub:
             for listener in list(self._key_listeners):
                 await listener(key, event)  # e.g. a ledger settling the key, before the 200
         self.dispatch(event)
-        if self.bus is not None and not self.closed:
+        if self._link is not None:  # (even while closing: other processes' waits want it)
             self._listen()
-            try:
-                async with asyncio.timeout(_PUBLISH_TIMEOUT):
-                    await self.bus.publish(event, self._origin)
-            except Exception as exc:  # the other processes' waits keep their fallback poll
-                reason = str(exc) or type(exc).__name__
-                logger.warning("webhook bus: could not publish %s: %s", event.generation_id, reason)
+            await self._link.publish(event)  # kept and published later if the bus is down
         return WebhookReply(200, "ok")
 
     def _accepts(self, token: object) -> bool:
@@ -266,26 +200,29 @@ class WebhookHub:
 
     def _listen(self) -> None:
         """Read the bus (once a loop runs: the hub may be made at import time)."""
-        if self.bus is None or self.closed:
-            return
-        loop = asyncio.get_running_loop()
-        task = self._listening
-        if task is None or task.done() or task.get_loop() is not loop:  # (tests: a new loop)
-            self._listening = loop.create_task(self._read_bus(self.bus))
+        if self._link is not None and not self.closed and not self._link.shut:
+            self._link.listen()
 
-    async def _read_bus(self, bus: WebhookBus) -> None:
-        while True:
-            try:
-                async for event, origin in bus.listen():
-                    if origin != self._origin:  # our own events were dispatched when received
-                        self.dispatch(event)
-            except Exception:
-                logger.exception("webhook bus: reading failed; reading again in 1 s")
-            await asyncio.sleep(1.0)
+    @property
+    def reliable(self) -> bool:
+        """Whether waits can count on this hub's webhooks now: it is open, and its bus (if any)
+        publishes and reads. While not, waits that expect a webhook poll at their normal
+        cadence instead of the slow ``fallback_interval``."""
+        return not self.closed and (self._link is None or self._link.healthy)
+
+    def _wake_relying(self) -> None:
+        """The bus went down: waits that count on a webhook poll now, then at their normal
+        cadence (as long as the hub is not :attr:`reliable`)."""
+        for generation_id, waiters in self._waiters.items():
+            if generation_id in self._expected:
+                for waiter in waiters:
+                    waiter.set()
 
     async def start(self) -> None:
         """(Re)open the hub and read the bus now (else from the first wait or webhook)."""
         self.closed = False
+        if self._link is not None:
+            self._link.open()
         self._listen()
 
     def _stop_waiting(self) -> None:
@@ -297,16 +234,12 @@ class WebhookHub:
 
     async def aclose(self) -> None:
         """Waits polling slowly for a webhook poll at once, then at their normal cadence; the
-        bus is no longer read (webhooks are still accepted). Idempotent; :meth:`start` reopens.
+        bus is no longer read, events kept while it was down get one last try, and webhooks
+        are still accepted (not published). Idempotent; :meth:`start` reopens.
         """
         self._stop_waiting()
-        listening, self._listening = self._listening, None
-        if listening is not None and listening.get_loop() is asyncio.get_running_loop():
-            while not listening.done():  # (redis-py 8 can swallow a cancellation: ask again)
-                listening.cancel()
-                await asyncio.wait([listening], timeout=0.1)
-        if self.bus is not None:
-            await self.bus.aclose()
+        if self._link is not None:
+            await self._link.aclose()
 
     async def __aenter__(self) -> WebhookHub:
         await self.start()

@@ -2,7 +2,8 @@
 
 ``tests/apps/fastapi_app.py`` runs under ``uvicorn --workers 2``, ``tests/apps/aiohttp_app.py``
 as two processes sharing one port (``reuse_port``): each file is the README's example verbatim
-(a test checks it), pointed at the fake by environment variables only. Both fleets run at once
+(a test checks it), pointed at the fake by environment variables only (each fleet with a
+SQLite ledger of its own: every request submits with ``key=``). Both fleets run at once
 against one in-process :class:`FakePrismServer`. The fake delivers each webhook to the shared
 port, so the process that receives it is rarely the one waiting: the Redis bus carries it over.
 Every wait first polls once (after the client's 5 s ``initial_delay``) and then sleeps for the
@@ -211,6 +212,7 @@ async def fleets(
                             **env,
                             "REDIS_URL": fleet.redis_url,
                             "PRISM_HOOK_URL": f"http://127.0.0.1:{fleet.port}/prism/hook",
+                            "PRISM_LEDGER": str(tmp_path / f"{fleet.kind}-ledger.db"),
                         },
                         tmp_path,
                     )
@@ -259,7 +261,7 @@ async def exercise(fake: FakePrismServer, fleet: Fleet) -> tuple[list[float], fl
     answered: dict[str, float] = {}
 
     async def make_video(hook: str) -> dict[str, Any]:
-        status, body = await send(waiting[hook][1], "POST", f"/videos?hook={hook}")
+        status, body = await send(waiting[hook][1], "POST", f"/videos?hook={hook}&key={hook}")
         answered[hook] = time.monotonic()
         assert status == 200, body
         return dict(json.loads(body))

@@ -2,9 +2,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 
-from prism_async import PrismClient
+from prism_async import AmbiguousSubmissionError, PrismClient, SubmissionInFlightError
+from prism_async.ledger import SQLiteLedger
 from prism_async.webhooks import RedisWebhookBus, WebhookHub
 
 hub = WebhookHub(
@@ -12,11 +13,13 @@ hub = WebhookHub(
     bus=RedisWebhookBus(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else None,
 )
 HOOK_URL = hub.url_for(os.environ["PRISM_HOOK_URL"])  # https://myapp.example/prism/hook
+LEDGER = os.environ.get("PRISM_LEDGER", "prism-ledger.db")  # shared by the processes
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with hub, PrismClient(webhooks=hub) as prism:  # PRISM_API_KEY, PRISM_BASE_URL
+    ledger = SQLiteLedger(LEDGER)  # one machine; several: RedisLedger (see below)
+    async with hub, PrismClient(webhooks=hub, ledger=ledger) as prism:  # PRISM_API_KEY, ...
         hub.close_on_signal()  # on SIGTERM, waits in flight stop counting on webhooks
         app.state.prism = prism
         yield
@@ -33,8 +36,13 @@ async def prism_hook(request: Request) -> Response:
 
 
 @app.post("/videos")
-async def make_video(request: Request, hook: str) -> dict[str, str | None]:
+async def make_video(request: Request, hook: str, key: str) -> dict[str, str | None]:
     prism: PrismClient = request.app.state.prism
-    batch = await prism.templates.generate("abc123", variables={"hook": hook}, webhook_url=HOOK_URL)
+    try:  # the caller's key: a retried request pays nothing more and gets the same video
+        batch = await prism.templates.generate(
+            "abc123", variables={"hook": hook}, webhook_url=HOOK_URL, key=f"videos/{key}"
+        )
+    except (SubmissionInFlightError, AmbiguousSubmissionError) as exc:  # sent, not settled yet
+        raise HTTPException(409, str(exc)) from None
     video = await prism.wait_for_generation(batch.ids[0])  # ends when the webhook arrives
     return {"id": video.id, "video_url": video.video_url}

@@ -24,16 +24,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from ..._client import PrismClient
 from ..._errors import (
     AuthenticationError,
     ClientClosedError,
     GenerationFailedError,
+    LedgerUnavailableError,
     NotFoundError,
     PermissionDeniedError,
     PrismError,
@@ -48,6 +50,8 @@ from ...polling import PollPolicy
 __all__ = ["Checkpoint", "RedisCheckpoint", "TrackEvent", "Tracker", "TrackerStats"]
 
 logger = logging.getLogger("prism_async.taskiq")
+
+T = TypeVar("T")
 
 Enqueue = Callable[[str], Awaitable[None]]
 """Enqueues the download of one generation id."""
@@ -167,6 +171,7 @@ class Tracker:
         self._unsent: dict[str, _Pending] = {}  # completed, the enqueue failed: sent again
         self._finished: asyncio.Queue[tuple[str, asyncio.Task[Generation]]] = asyncio.Queue()
         self._saved = -1
+        self._outage: float | None = None  # when Redis stopped answering, while it does not
 
     @property
     def pending(self) -> int:
@@ -183,15 +188,19 @@ class Tracker:
         next_scan = next_reconcile = 0.0
         try:
             while True:
-                if time.monotonic() >= next_reconcile:
-                    await self._reconcile()
+                due = time.monotonic() >= next_reconcile
+                if due and await self._weather(self._reconcile()) is not None:
                     next_reconcile = time.monotonic() + self.reconcile_interval
                 if time.monotonic() >= next_scan:
-                    read, full = await self._scan()
+                    scanned = await self._weather(self._scan())
+                    read, full = scanned or (0, False)
                     next_scan = time.monotonic() + (0.0 if full else self.scan_interval)
+                    if scanned is None:  # Redis is down: the waits go on, the feed waits
+                        next_scan = time.monotonic() + self._outage_pause()
                     await self._send_unsent()
-                    await self._save()
-                    if until_idle and not read and not self._pending and not self._unsent:
+                    await self._weather(self._save())
+                    idle = not read and not self._pending and not self._unsent
+                    if until_idle and scanned is not None and idle:
                         return
                 try:
                     async with asyncio.timeout(max(0.0, next_scan - time.monotonic())):
@@ -203,6 +212,29 @@ class Tracker:
                     await self._finish(*self._finished.get_nowait())
         finally:
             await self._stop()
+
+    async def _weather(self, step: Awaitable[T]) -> T | None:
+        """Run one step of the loop; while Redis (the ledger, the checkpoint) cannot be reached
+        it returns None instead of ending the tracker (logged at WARNING once per outage)."""
+        try:
+            result = await step
+        except (LedgerUnavailableError, RedisError, OSError) as exc:
+            if self._outage is None:
+                self._outage = time.monotonic()
+                logger.warning("tracker: Redis cannot be reached (%s); carrying on", exc)
+            return None
+        if self._outage is not None:
+            logger.warning(
+                "tracker: Redis can be reached again after %.0f s",
+                time.monotonic() - self._outage,
+            )
+            self._outage = None
+        return result
+
+    def _outage_pause(self) -> float:
+        """How long to wait before trying the feed again during an outage (backoff to 5 s)."""
+        down = 0.0 if self._outage is None else time.monotonic() - self._outage
+        return min(5.0, max(self.scan_interval, down / 4))
 
     async def _stop(self) -> None:
         tasks = [p.task for p in self._pending.values() if p.task is not None]
@@ -248,7 +280,7 @@ class Tracker:
 
     # -- ambiguous keys ----------------------------------------------------------------------
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self) -> int:
         """One pass over the keys that may have been queued without their ids being known:
         each is reconciled from the history (keys of one request settle together, so one
         reconciliation per fingerprint). A reconciled key comes in on the feed and is tracked;
@@ -280,6 +312,7 @@ class Tracker:
             elif settled.state == SubmissionState.REJECTED:
                 self.stats.rejected += 1
                 self._event("rejected", "", row.key, settled.error)
+        return len(rows)
 
     # -- waits -------------------------------------------------------------------------------
 
