@@ -1,7 +1,8 @@
 """The worker app of the fleet test: ``taskiq worker tests.taskiq_fleet_app:broker``.
 
 Configured from the environment the test sets (``FLEET_REDIS``, ``FLEET_QUEUE``,
-``FLEET_PREFIX``, ``FLEET_DOWNLOADS``, ``PRISM_API_KEY``, ``PRISM_BASE_URL``), with a short
+``FLEET_PREFIX``, ``FLEET_DOWNLOADS``, ``FLEET_RECONCILE_WINDOW``, ``FLEET_RECONCILE_INTERVAL``,
+``PRISM_API_KEY``, ``PRISM_BASE_URL``), with a short
 ``idle_timeout`` so that a killed worker's jobs come back within the test. A journal middleware
 records in Redis what each process runs (``<prefix>running``: task id -> pid and arguments;
 ``<prefix>runs``: every start), and each worker adds its pid to ``<prefix>workers`` once
@@ -37,6 +38,8 @@ tasks = PrismTasks(
     ledger_prefix=PREFIX,
     download_dir=os.environ.get("FLEET_DOWNLOADS"),
     lease_seconds=3.0,
+    reconcile_window=float(os.environ.get("FLEET_RECONCILE_WINDOW", "1800")),
+    reconcile_interval=float(os.environ.get("FLEET_RECONCILE_INTERVAL", "0.3")),
     poll=PollPolicy(initial_delay=0.1, interval=0.2, max_interval=0.3, jitter=0.1, timeout=60),
 )
 
