@@ -14,6 +14,7 @@ from yarl import URL
 from ._durable import Durable
 from ._errors import InvalidRequestError
 from ._http import HTTPClient
+from ._limiter import admission_for
 from ._retry import RetryPolicy
 from ._waiter import Waiter
 from .models.assets import Asset
@@ -106,7 +107,7 @@ class PrismClient:
         ledger: a :class:`~prism_async.ledger.Ledger` (e.g. ``SQLiteLedger("prism-ledger.db")``)
             for durable submissions: ``key=`` on ``generations.create`` and
             ``templates.generate``; waits and downloads record what they learn. The client
-            closes it when it closes.
+            closes it when it closes. A ``RedisLedger`` also shares 429 pauses with its fleet.
 
     The settings (``base_url``, ``timeout``, ``retry``, ``poll``, ``webhooks``) are read-only:
     make another client to change them.
@@ -177,6 +178,7 @@ class PrismClient:
             retry=retry,
             max_connections=max_connections,
             session=session,
+            admission=admission_for(ledger),  # a RedisLedger shares 429 pauses
         )
         self.generations = Generations(self)
         self.templates = Templates(self)
@@ -339,6 +341,7 @@ class PrismClient:
             self._stop_listening()
             self._stop_listening = None
         if self._durable is not None:
+            await self._durable.aclose()
             await self._durable.ledger.aclose()
 
     async def wait_for_generation(

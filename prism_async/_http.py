@@ -3,12 +3,13 @@
 This is the one module that sends the SDK's HTTP requests (the webhook receiver and the fake
 server import aiohttp too, to serve). It owns (or borrows) the ``aiohttp.ClientSession``, builds
 API URLs from quoted path segments, and has one path for every request, API call or storage
-transfer alike: :meth:`HTTPClient._call` takes a slot, runs attempt 1 inline (the success path
-stays as lean as a bare aiohttp call) and hands a retryable failure to tenacity
-(:mod:`prism_async._retry`); :meth:`HTTPClient._send` sends one attempt, maps a non-2xx answer
-with the pure :func:`~prism_async._errors.error_from_response`, translates aiohttp's failures
-(:mod:`prism_async._responses`), and logs. Storage transfers (presigned PUT and GET) carry no
-Authorization header and have slots of their own, so slow downloads never hold up API calls.
+transfer alike: :meth:`HTTPClient._call` takes a slot, waits out a 429 pause the fleet shares
+(:mod:`prism_async._limiter`), runs attempt 1 inline (the success path stays as lean as a bare
+aiohttp call) and hands a retryable failure to tenacity (:mod:`prism_async._retry`);
+:meth:`HTTPClient._send` sends one attempt, maps a non-2xx answer with the pure
+:func:`~prism_async._errors.error_from_response`, translates aiohttp's failures
+(:mod:`prism_async._responses`), and logs. Storage transfers (presigned PUT and GET, streamed by
+:mod:`prism_async._streams`) carry no Authorization header and have slots of their own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
@@ -30,14 +31,22 @@ from yarl import URL
 from ._errors import (
     APIConnectionError,
     APIStatusError,
-    APITimeoutError,
     ClientClosedError,
     PrismError,
     error_from_response,
 )
+from ._limiter import Admission
 from ._responses import TRANSLATED, discard, read_json, read_json_keeping_partial, translate
 from ._retry import RetryPolicy, resume_with_retries
 from ._slots import Slots
+from ._streams import (
+    CHUNK_SIZE,
+    MultipartFile,
+    ProgressCallback,
+    multipart_form,
+    notify_progress,
+    stream_into,
+)
 from ._urls import api_url, quote_segment, redact
 from ._version import __version__
 
@@ -59,13 +68,6 @@ Reader = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
 
 USER_AGENT = f"prism-async/{__version__}"
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-CHUNK_SIZE = 1 << 20
-"""Bytes per read or write of a file transfer: memory stays flat whatever the file size."""
-
-MultipartFile = tuple[str, Path, str]
-"""``(form field, local path, content type)`` of one file in a multipart body."""
-
-ProgressCallback = Callable[[int, int | None], object]
 
 
 class HTTPClient:
@@ -80,8 +82,10 @@ class HTTPClient:
         retry: RetryPolicy,
         max_connections: int,
         session: aiohttp.ClientSession | None,
+        admission: Admission | None = None,
     ) -> None:
         self._base = str(base_url).rstrip("/")
+        self._admission = admission  # API requests wait out a 429 pause shared by the fleet
         self._origin = base_url.origin()
         self._retry = retry
         self._max_connections = max_connections
@@ -104,9 +108,7 @@ class HTTPClient:
         self._storage_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout, sock_connect=connect, sock_read=timeout
         )
-        # Downloads time out per 1 MiB chunk (see _send_download): aiohttp's sock_read would
-        # re-arm a timer for every 64 KiB segment, a fifth of the CPU of a long download.
-        self._read_timeout = timeout
+        self._read_timeout = timeout  # a download's stall deadline, per chunk (see _streams)
         self._download_timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout, sock_connect=connect
         )
@@ -134,6 +136,8 @@ class HTTPClient:
             raise ClientClosedError("this PrismClient is closed; create a new one")
         if self._session is None:
             asyncio.get_running_loop()  # an aiohttp session belongs to a running loop
+            if self._admission is not None:
+                self._admission.start()
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=2 * self._max_connections)
             )
@@ -147,6 +151,8 @@ class HTTPClient:
         session, self._session = self._session, None
         if session is not None and self._owns_session:
             await session.close()
+        if self._admission is not None:
+            await self._admission.aclose()
 
     # -- the one path --------------------------------------------------------------------------
 
@@ -170,16 +176,22 @@ class HTTPClient:
             raise ClientClosedError("this PrismClient is closed; create a new one")
         if not slots.try_acquire():  # first of all: a queued call holds nothing else
             await slots.acquire()
+        gate = self._admission if slots is self._slots else None  # storage never waits
         try:
+            if gate is not None and gate.must_wait():  # a 429 pause: not an attempt
+                await gate.admit(self._retry.max_retry_after)
             try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
                 return await attempt(method, url, *args, 1)
             except PrismError as exc:
                 first = exc
+            if gate is not None:
+                gate.saw(first)
             if not retries:
                 raise first
+            again = functools.partial(attempt, method, url, *args)
             return await resume_with_retries(
                 first,
-                functools.partial(attempt, method, url, *args),
+                gate.guard(again, self._retry.max_retry_after) if gate is not None else again,
                 idempotent=method in _IDEMPOTENT,
                 policy=self._retry,
                 what=self._what(method, url),
@@ -313,12 +325,7 @@ class HTTPClient:
         """Send a multipart body, ``data = (fields, files)``; files are opened per attempt."""
         fields, files = data
         with ExitStack() as stack:
-            form = aiohttp.FormData()
-            for name, value in fields.items():
-                form.add_field(name, value)
-            for name, path, content_type in files:
-                handle: IO[bytes] = stack.enter_context(path.open("rb"))
-                form.add_field(name, handle, filename=path.name, content_type=content_type)
+            form = multipart_form(fields, files, stack)
             return await self._send(
                 method, url, form, self._headers, self._api_timeout, read, number
             )
@@ -384,41 +391,10 @@ class HTTPClient:
         on_progress: ProgressCallback | None,
         number: int,
     ) -> int:
-        # One deadline, pushed back by every chunk written: it bounds the wait for the headers
-        # (or an error body), then each stall of the body.
-        stall = asyncio.timeout(self._read_timeout)
+        def send(write: Reader) -> Awaitable[int]:
+            headers, timeout = self._storage_headers, self._download_timeout
+            return self._send(method, url, None, headers, timeout, write, number)
 
-        async def write(response: aiohttp.ClientResponse) -> int:
-            total = response.content_length
-            written = 0
-            loop = asyncio.get_running_loop()
-            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                await asyncio.to_thread(handle.write, chunk)
-                written += len(chunk)
-                if on_progress is not None:
-                    await notify_progress(on_progress, written, total)
-                stall.reschedule(loop.time() + self._read_timeout)
-            return written
-
-        timeout = self._download_timeout
+        what = self._what(method, url)
         with destination.open("wb") as handle:
-            try:
-                async with stall:
-                    written: int = await self._send(
-                        method, url, None, self._storage_headers, timeout, write, number
-                    )
-                    return written
-            except TimeoutError:
-                if not stall.expired():
-                    raise
-        raise APITimeoutError(
-            f"{self._what(method, url)}: the storage host sent nothing for {self._read_timeout:g}s",
-            maybe_sent=True,
-        )
-
-
-async def notify_progress(callback: ProgressCallback, done: int, total: int | None) -> None:
-    """Call a progress callback, awaiting it if it is a coroutine function."""
-    result = callback(done, total)
-    if asyncio.iscoroutine(result):
-        await result
+            return await stream_into(handle, send, what, self._read_timeout, on_progress)

@@ -6,7 +6,8 @@ fake and at Redis). Ten jobs are enqueued; the first worker is killed with SIGKI
 wait for their videos (or while their POSTs are in flight); arq runs them again on a second
 worker once their in-progress keys expire (``job_timeout`` + 10 s after they started), and the
 ledger turns each re-run into a replay (or a reconciliation): one POST per job, one download
-per video, every job done.
+per video, every job done. An ambiguous key whose videos the history lists only once they are
+finished keeps its job waiting (deferred, try after try) until it is reconciled and delivered.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from arq.connections import RedisSettings
 from arq.jobs import Job
 from redis import asyncio as redis
 
+from prism_async import PrismClient, PrismError
 from prism_async.ledger import RedisLedger
 from prism_async.testing import FakePrismServer
 
@@ -37,6 +39,8 @@ RECIPE = ROOT / "tests" / "apps" / "arq_recipe.py"
 JOBS = 10
 JOB_TIMEOUT = 5
 """arq's ``job_timeout`` in the test: a killed worker's jobs run again 15 s after they started."""
+RECONCILE_SECONDS = 0.2
+"""The ledger's ``reconcile_interval`` in the test: an ambiguous key's job is deferred by it."""
 REDIS_DB = 13
 """A database of the session's Redis for these tests alone (arq's and the ledger's default keys)."""
 
@@ -88,6 +92,7 @@ async def workers(
         "REDIS_URL": db_url(redis_url),
         "VIDEO_DIR": str(tmp_path / "videos"),
         "POLL_SECONDS": "0.1",
+        "RECONCILE_SECONDS": str(RECONCILE_SECONDS),
         "JOB_TIMEOUT": str(JOB_TIMEOUT),
         "PYTHONUNBUFFERED": "1",
     }
@@ -278,6 +283,54 @@ async def test_a_worker_killed_mid_post_reconciles_instead_of_paying_again(
         await ran_twice(job)
 
     await stopped_cleanly(second)
+
+
+async def test_an_ambiguous_key_waits_until_the_history_lists_its_video(
+    server: FakePrismServer,
+    queue: ArqRedis,
+    ledger: RedisLedger,
+    workers: StartWorker,
+    redis_url: str,
+) -> None:
+    # As the real API may: a generation shows up in the history only once it has finished.
+    server.history_completed_only = True
+    keys = [f"late-{i}-{uuid.uuid4().hex[:8]}" for i in range(3)]
+    # Each POST is queued and charged, but its answer is lost: the keys are ambiguous.
+    server.inject("POST", "/api/generations", processed=True, drop=True, times=len(keys))
+    async with PrismClient(
+        server.api_key, base_url=server.base_url, ledger=RedisLedger(db_url(redis_url))
+    ) as prism:
+        for index, key in enumerate(keys):
+            with pytest.raises(PrismError):
+                await prism.generations.create(
+                    key=key, prompt=prompt_of(index), model_name="veo-3.1"
+                )
+    assert await states(ledger, keys) == ["ambiguous"] * len(keys)
+
+    jobs = await enqueue(queue, keys)
+    worker = await workers("only")
+    searches = len(keys) * 7  # more tries than arq's default max_tries (5) would allow
+
+    def looked() -> bool:
+        return len(server.requests_to("GET", "/api/assets/search")) >= searches
+
+    await until(looked, "the jobs to look at the history, try after try", worker, timeout=15)
+    assert await states(ledger, keys) == ["ambiguous"] * len(keys)  # still waiting
+    for generation_id in server.generations:
+        server.complete_generation(generation_id)
+    paths = [await job.result(timeout=15) for job in jobs]
+
+    assert posts(server) == len(keys)  # never sent again
+    assert await states(ledger, keys) == ["reconciled"] * len(keys)
+    ids = ids_by_prompt(server)
+    for index, (job, path) in enumerate(zip(jobs, paths, strict=True)):
+        assert [Path(p).name for p in path] == [f"{ids[prompt_of(index)]}.mp4"]
+        info = await job.result_info()
+        assert info is not None
+        assert info.success
+        assert info.job_try > 5
+    assert [downloads(server, i) for i in ids.values()] == [1] * len(keys)
+    await stopped_cleanly(worker)
 
 
 async def ran_twice(job: Job) -> None:
