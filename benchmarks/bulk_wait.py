@@ -17,15 +17,25 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from prism_async import Generation, PollPolicy, PrismClient, RetryPolicy
 
 from ._server import ServerProcess, finish_offsets
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-FULL = {"n": 10_000, "start": 10.0, "end": 40.0}
-QUICK = {"n": 1_000, "start": 4.0, "end": 12.0}
+
+
+class Size(NamedTuple):
+    """How many waits, and the window (seconds after they start) in which they finish."""
+
+    n: int
+    start: float
+    end: float
+
+
+FULL = Size(n=10_000, start=10.0, end=40.0)
+QUICK = Size(n=1_000, start=4.0, end=12.0)
 POLICY = PollPolicy(initial_delay=1.0, interval=1.0, max_interval=4.0, multiplier=1.5, jitter=0.1)
 
 
@@ -127,7 +137,7 @@ async def _run(
 def run_one(contender: str, quick: bool = False, seed: int = 1) -> dict[str, Any]:
     """One contender, in this process."""
     size = QUICK if quick else FULL
-    return asyncio.run(_run(contender, size["n"], size["start"], size["end"], POLICY, seed))
+    return asyncio.run(_run(contender, size.n, size.start, size.end, POLICY, seed))
 
 
 def run(quick: bool = False, naive: bool = True, seed: int = 1) -> list[dict[str, Any]]:

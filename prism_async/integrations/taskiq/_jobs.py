@@ -16,11 +16,14 @@ They return plain JSON-able dicts (a taskiq result): ``state`` says how each end
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from ..._client import PrismClient
 from ..._errors import (
@@ -29,6 +32,7 @@ from ..._errors import (
     APIStatusError,
     GenerationFailedError,
     InvalidRequestError,
+    LedgerUnavailableError,
     ResponseValidationError,
     SubmissionInFlightError,
     WaitTimeoutError,
@@ -38,6 +42,8 @@ from ...models.generations import Generation, GenerationBatch, GenerationStatus
 from ...models.templates import TemplateGenerationBatch
 from ...runs import GenerationRequest, TemplateRequest, _already_downloaded
 from ._leases import DownloadLeases
+
+logger = logging.getLogger("prism_async.taskiq")
 
 __all__ = ["as_request", "create_wait_download", "download", "submit"]
 
@@ -160,11 +166,24 @@ async def download(
     ledger = _ledger(prism)
     wait = patience if patience is not None else 2 * leases.ttl_ms / 1000
     deadline = time.monotonic() + wait
+    outage = 0.0  # seconds of Redis outage so far: the job rides it out, never gives up
     while True:
-        record = await ledger.generation(generation_id)
-        if record is not None and record.path is not None:
-            return _file(generation_id, "already_downloaded", record.path)
-        lease = await leases.acquire(generation_id)
+        try:
+            record = await ledger.generation(generation_id)
+            if record is not None and record.path is not None:
+                return _file(generation_id, "already_downloaded", record.path)
+            lease = await leases.acquire(generation_id)
+        except (LedgerUnavailableError, RedisError, OSError) as exc:
+            if not outage:
+                logger.warning(
+                    "download %s: Redis cannot be reached (%s); waiting", generation_id, exc
+                )
+            pause = min(2.0, 0.2 + outage / 4)
+            outage += pause
+            deadline += pause
+            await asyncio.sleep(pause)
+            continue
+        outage = 0.0
         if lease is not None:
             break
         if time.monotonic() >= deadline:
