@@ -109,18 +109,9 @@ async def _run(
     victim = int(sorted(owners)[0].rsplit(":", 2)[1])
     os.kill(victim, signal.SIGKILL)
 
-    async def delivered() -> bool:
-        rows = await fleet.ledger.get_many(keys)
-        if len(rows) < len(keys) or not all(row.done for row in rows.values()):
-            return False
-        for row in rows.values():
-            for generation_id in row.generation_ids:
-                record = await fleet.ledger.generation(generation_id)
-                if record is None or record.path is None:
-                    return False
-        return True
-
-    await eventually(delivered, timeout=60, what="every video to be downloaded", every=0.3)
+    await eventually(
+        lambda: fleet.delivered(keys), timeout=60, what="every video to be downloaded", every=0.3
+    )
     rows = await fleet.ledger.get_many(keys)
     ids = [generation_id for row in rows.values() for generation_id in row.generation_ids]
     assert len(ids) == len(set(ids)) == JOBS  # one video per key, none shared

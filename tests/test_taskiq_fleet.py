@@ -97,6 +97,18 @@ class Fleet:
     async def rows(self, keys: list[str]) -> dict[str, Submission]:
         return dict(await self.ledger.get_many(keys))
 
+    async def delivered(self, keys: list[str]) -> bool:
+        """Whether every key has its ids and every one of their videos was downloaded."""
+        rows = await self.ledger.get_many(keys)
+        if len(rows) < len(keys) or not all(row.done for row in rows.values()):
+            return False
+        for row in rows.values():
+            for generation_id in row.generation_ids:
+                record = await self.ledger.generation(generation_id)
+                if record is None or record.path is None:
+                    return False
+        return True
+
 
 def alive(pid: int) -> bool:
     try:

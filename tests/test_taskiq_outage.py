@@ -125,18 +125,9 @@ async def _run(
     assert tracker.poll() is None
     await server.start()
 
-    async def delivered() -> bool:
-        rows = await fleet.ledger.get_many(keys)
-        if len(rows) < len(keys) or not all(row.done for row in rows.values()):
-            return False
-        for row in rows.values():
-            for generation_id in row.generation_ids:
-                record = await fleet.ledger.generation(generation_id)
-                if record is None or record.path is None:
-                    return False
-        return True
-
-    await eventually(delivered, timeout=90, what="every video to be downloaded", every=0.5)
+    await eventually(
+        lambda: fleet.delivered(keys), timeout=90, what="every video to be downloaded", every=0.5
+    )
     rows = await fleet.ledger.get_many(keys)
     ids = sorted(i for row in rows.values() for i in row.generation_ids)
     assert ids == sorted(fake.generations)  # every video paid for belongs to one key
