@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-CASES = ("throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "fleet")
+CASES = (
+    "throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "fleet", "fleet_outage",
+)  # fmt: skip
 
 
 def _machine() -> dict[str, Any]:
@@ -69,6 +71,10 @@ def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
         from . import fleet
 
         return fleet.run(quick)
+    if name == "fleet_outage":
+        from . import fleet_outage
+
+        return fleet_outage.run(quick)
     from . import imports
 
     return [imports.run(quick)]
@@ -126,6 +132,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         )
     rows.extend(_ledger_rows(results.get("ledger", [])))
     rows.extend(_fleet_rows(results.get("fleet", [])))
+    rows.extend(_fleet_outage_rows(results.get("fleet_outage", [])))
     return "\n".join(rows)
 
 
@@ -177,6 +184,24 @@ def _fleet_rows(results: list[dict[str, Any]]) -> list[str]:
             f"POSTs, every video once | {_yes(row['met'])} |"
         )
     return rows
+
+
+def _fleet_outage_rows(results: list[dict[str, Any]]) -> list[str]:
+    return [
+        f"| fleet through a worker SIGKILL and a {row['outage_s']} s Redis outage: "
+        f"{row['generations']} generations | {row['submissions_per_s']} submissions/s, "
+        f"{row['status_requests_per_generation']} status req/gen, lag p50 {row['lag_p50_s']} s "
+        f"/ p99 {row['lag_p99_s']} s, {row['tracker_kb_per_pending']} KB/pending, "
+        f"{row['tracker_cpu_ms_per_generation']} tracker CPU ms/gen; Redis back to the "
+        f"outage's backlog on disk {row['redis_back_to_backlog_on_disk_s']} s, to the last "
+        f"video {row['redis_back_to_last_download_s']} s | "
+        f"{row['posts_per_key_max']} POST per key (max), {row['duplicate_posts']} duplicate "
+        f"POSTs, {row['downloaded']} downloaded, {row['paid_not_downloaded']} paid but not "
+        f"downloaded; restarts: {row['worker_restarts']} worker, {row['tracker_restarts']} "
+        f"tracker | - | 1 POST per key, every video once, no tracker restart | "
+        f"{_yes(row['met'])} |"
+        for row in results
+    ]
 
 
 def _yes(value: bool) -> str:

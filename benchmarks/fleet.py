@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any
 
@@ -84,6 +84,9 @@ CORE_BUDGET = 0.5
 """One tracker suffices if the projected load takes at most this share of one core..."""
 MEMORY_BUDGET_MB = 512.0
 """... and its pending waits at most this much memory."""
+STOP_GRACE = 15.0
+"""Seconds the fleet's processes get to exit after SIGTERM (the broker's ``shutdown_timeout``
+of 10 s, plus taskiq's process manager's 1 s loop) before the SIGKILL."""
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -144,6 +147,7 @@ class Processes:
     logs: Path
     env: dict[str, str]
     started: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
+    names: dict[int, str] = attrs.field(factory=dict)
 
     def spawn(
         self, name: str, command: list[str], *, pipe: bool = False
@@ -156,6 +160,7 @@ class Processes:
                 stderr=log if pipe else subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.started.append(process)
+        self.names[process.pid] = name
         return process
 
     def check(self) -> None:
@@ -167,26 +172,47 @@ class Processes:
     def output(self) -> str:
         return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in self.logs.glob("*.log"))
 
-    def stop(self) -> None:
-        """SIGTERM each process group started here, then SIGKILL what is left (our ids only).
+    def stop(self, grace: float = STOP_GRACE) -> dict[str, Any]:
+        """SIGTERM each process group started here, wait up to ``grace`` s for each group to
+        be gone, then SIGKILL what is left (our ids only); how long it took, what was killed.
 
-        A taskiq 0.13 worker on a Redis stream does not exit on SIGTERM (its worker process
-        goes on reading the stream after "Stopping prefetching messages..."; the plain
-        ``RedisStreamBroker`` too): the work is over by then, so it gets 3 s.
+        ``PrismStreamBroker`` workers stop within the broker's ``shutdown_timeout`` (10 s;
+        nothing runs by then), and taskiq's process manager exits once its worker has; the
+        SIGKILL is a fallback. (taskiq 0.13's workers on a plain Redis stream never stopped:
+        the benchmark used to SIGKILL them 3 s after the SIGTERM.)
         """
+        begun = time.monotonic()
         for process in self.started:
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 3
+        deadline = begun + grace
+        killed = []
         for process in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(max(0.1, deadline - time.monotonic()))
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            while _group_alive(process) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _group_alive(process):
+                killed.append(self.names[process.pid])
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
             if process.stdout is not None:
                 process.stdout.close()
+        return {"seconds": round(time.monotonic() - begun, 2), "killed": killed}
+
+
+def _group_alive(process: subprocess.Popen[bytes]) -> bool:
+    """True while the process, or another of its process group, runs (a zombie is reaped)."""
+    process.poll()
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return any(
+        (fields := _stat(int(entry))) and int(fields[2]) == process.pid and fields[0] != "Z"
+        for entry in os.listdir("/proc")
+        if entry.isdigit()
+    )
 
 
 class TrackerEvents:
@@ -289,6 +315,25 @@ async def _enqueue(tasks: PrismTasks, keys: list[str]) -> None:
     await asyncio.gather(*(enqueuer() for _ in range(ENQUEUERS)))
 
 
+@attrs.define
+class Running:
+    """A fleet while it runs, for a disruption (``fleet_outage.py``) run beside it."""
+
+    redis: Redis
+    fake: ServerProcess
+    processes: Processes
+    downloads: Path
+    n: int
+    worker_groups: list[int]
+    tracker: subprocess.Popen[bytes]
+    enqueued: asyncio.Event = attrs.field(factory=asyncio.Event)
+    downloaded: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+
+Disruption = Callable[[Running], Coroutine[Any, Any, dict[str, Any]]]
+"""Started as the enqueueing starts; awaited once every video is on disk (``downloaded``)."""
+
+
 async def _fleet(
     redis_url: str,
     fake: ServerProcess,
@@ -297,11 +342,15 @@ async def _fleet(
     seconds: tuple[float, float],
     poll: float,
     workers: int,
+    *,
+    disrupt: Disruption | None = None,
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start the fleet, run ``n`` submissions through it; what was seen, raw."""
     downloads = folder / "videos"
     env = {
         **os.environ,
+        **(worker_env or {}),
         "FLEET_REDIS": redis_url,
         "FLEET_QUEUE": QUEUE,
         "FLEET_PREFIX": PREFIX,
@@ -316,6 +365,7 @@ async def _fleet(
     broker = PrismStreamBroker(redis_url, queue_name=QUEUE)
     tasks = PrismTasks(broker, ledger_url=redis_url, ledger_prefix=PREFIX)
     python = sys.executable
+    disruption: asyncio.Task[dict[str, Any]] | None = None
     try:
         for index in range(workers):
             processes.spawn(f"worker-{index}", [
@@ -352,9 +402,13 @@ async def _fleet(
         sampler = asyncio.create_task(_sample(tracker.pid, events, sample))
         await broker.startup()
         keys = [f"clip-{index:05d}" for index in range(n)]
+        running = Running(redis, fake, processes, downloads, n, worker_groups, tracker)
+        if disrupt is not None:
+            disruption = asyncio.create_task(disrupt(running))
         started = time.time()
         await _enqueue(tasks, keys)
         enqueued = time.time()
+        running.enqueued.set()
 
         async def created() -> bool:
             progress = await _get_json(f"{fake.stats_root}/progress")
@@ -374,6 +428,9 @@ async def _fleet(
         )
         finished = time.time()
         cpu_after, peak = cpu(), peak_rss(tracker.pid)
+        running.downloaded.set()
+        disrupted = await disruption if disruption is not None else {}
+        tracker_alive = tracker.poll() is None
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
@@ -390,7 +447,9 @@ async def _fleet(
         print(processes.output(), file=sys.stderr)
         raise
     finally:
-        processes.stop()
+        if disruption is not None and not disruption.done():
+            disruption.cancel()
+        stop = processes.stop()
         await broker.shutdown()
         await ledger.aclose()
         await redis.aclose()
@@ -409,6 +468,9 @@ async def _fleet(
         "accepted_at": {key: row.updated_at.timestamp() for key, row in rows.items() if row.done},
         "states": Counter(row.state for row in rows.values()),
         "files": files,
+        "disruption": disrupted,
+        "tracker_alive": tracker_alive,
+        "stop": stop,
     }
 
 
@@ -498,6 +560,8 @@ def summarize(
         "downloaded": len(files),
         "duplicate_downloads": sum(count - 1 for count in video_gets.values() if count > 1),
         "other_requests": report["other_requests"],
+        "stop_s": seen["stop"]["seconds"],
+        "killed_at_stop": seen["stop"]["killed"],
     }
     row["projection"] = projection(row)
     row["target"] = "0 duplicate POSTs, every generation downloaded exactly once"
