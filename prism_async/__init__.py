@@ -36,7 +36,7 @@ from ._errors import (
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ._retry import RetryPolicy
+from ._transport._retry import RetryPolicy
 from ._version import __version__
 from .models import (
     Asset,

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Literal, overload
 import aiohttp
 from yarl import URL
 
-from ._durable import Durable
 from ._errors import InvalidRequestError
-from ._http import HTTPClient
-from ._limiter import admission_for
-from ._retry import RetryPolicy
-from ._waiter import Waiter
+from ._transport._http import HTTPClient
+from ._transport._limiter import admission_for
+from ._transport._retry import RetryPolicy
+from ._waiting._engine import Waiter
+from .ledger._durable import Durable
 from .models.assets import Asset
 from .models.generations import Generation
 from .polling import (

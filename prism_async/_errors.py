@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from ._salvage import generation_ids_in
+from ._transport._salvage import generation_ids_in
 
 if TYPE_CHECKING:
     from .ledger._model import Submission

@@ -1,6 +1,6 @@
 """Waiting for generations: PollPolicy, wait_for_generation, wait_for_generations, as_completed.
 
-Every wait is one poll loop (see :mod:`prism_async._waiter`); these helpers start them, gather
+Every wait is one poll loop (see :mod:`prism_async._waiting._engine`); these helpers start them, gather
 their results and make sure none outlives its caller: a bulk wait that ends (by an error, a
 cancellation, or the caller leaving ``as_completed`` early) cancels the waits still running and
 retrieves every outcome, so nothing is left polling and asyncio never reports a "Task exception
@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol, overload
 
 from ._errors import GenerationFailedError, InvalidRequestError
 from ._validation import check_text
-from ._waiter import OnUpdate, PollPolicy, Waiter
+from ._waiting._engine import OnUpdate, PollPolicy, Waiter
 from .models.generations import Generation, GenerationBatch
 from .models.templates import TemplateGenerationBatch
 

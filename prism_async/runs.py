@@ -1,7 +1,7 @@
 """Resumable bulk runs: ``prism.run(requests, run_id=...)`` on a client with a ledger.
 
 Each request becomes a durable submission (key: its own ``key``, or one derived from the
-request itself: see :mod:`prism_async._run_plan`), is waited for and downloaded, and comes back
+request itself: see :mod:`prism_async.ledger._run_plan`), is waited for and downloaded, and comes back
 as one :class:`RunResult` as soon as it is finished. Running the same code again resumes, even
 after lines were inserted, deleted or reordered: accepted keys are not sent again, ambiguous
 ones are reconciled first, and videos already downloaded are not downloaded again.
@@ -29,9 +29,9 @@ from ._errors import (
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ._run_plan import Budget, Credits, Plan, plan_run
 from .ledger._base import Ledger
 from .ledger._model import GenerationRecord, Submission, SubmissionState
+from .ledger._run_plan import Budget, Credits, Plan, plan_run
 from .models.generations import Generation, GenerationBatch
 from .models.templates import TemplateGenerationBatch
 from .polling import PollPolicy
@@ -40,7 +40,7 @@ from .resources.templates import template_body, template_intent
 
 if TYPE_CHECKING:
     from ._client import PrismClient
-    from ._durable import Durable
+    from .ledger._durable import Durable
 
 __all__ = ["GenerationRequest", "RunResult", "TemplateRequest", "run", "run_credits", "run_keys"]
 

@@ -14,7 +14,8 @@ import pytest
 from aiohttp import ClientResponse, web
 from aioresponses import aioresponses
 
-from prism_async import PrismClient, RetryPolicy, _waiter
+from prism_async import PrismClient, RetryPolicy
+from prism_async._waiting import _engine as _waiter
 from prism_async.testing import FakePrismServer
 from tests.redis_server import RedisServer
 

@@ -24,8 +24,8 @@ import sys
 from typing import Any
 
 from prism_async import GenerationRequest, PollPolicy, PrismClient, RunResult
-from prism_async._durable import fingerprint
 from prism_async.ledger import SQLiteLedger
+from prism_async.ledger._durable import fingerprint
 from prism_async.runs import _intent
 
 MODEL = "veo-3.1-fast"

@@ -11,6 +11,7 @@ started: the test picks the workers it kills from them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -62,18 +63,14 @@ class Journal(TaskiqMiddleware):
             {"pid": os.getpid(), "task": message.task_name, "args": message.args}, default=str
         )
         redis = self._connection()
-        try:
+        with contextlib.suppress(RedisError):  # the outage tests stop Redis: best-effort then
             await redis.hset(f"{PREFIX}running", message.task_id, entry)
             await redis.rpush(f"{PREFIX}runs", entry)
-        except RedisError:  # the outage tests stop Redis: the journal is best-effort then
-            pass
         return message
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        try:
+        with contextlib.suppress(RedisError):
             await self._connection().hdel(f"{PREFIX}running", message.task_id)
-        except RedisError:
-            pass
 
     async def shutdown(self) -> None:
         if self._redis is not None:

@@ -21,10 +21,10 @@ from prism_async import (
     PrismClient,
     ResponseValidationError,
     RetryPolicy,
-    _retry,
 )
-from prism_async._http import HTTPClient, quote_segment
-from prism_async._responses import translate as _translate
+from prism_async._transport import _retry
+from prism_async._transport._http import HTTPClient, quote_segment
+from prism_async._transport._responses import translate as _translate
 from tests import samples
 from tests.conftest import KEY, NO_WAIT, cancel_in_flight, free_port
 
@@ -290,7 +290,7 @@ def test_quote_segment() -> None:
 
 async def test_slots_bound_calls_in_flight_and_hand_over_in_order() -> None:
     """The slot queue is FIFO, hands slots over directly, and survives cancelled waiters."""
-    from prism_async._slots import Slots
+    from prism_async._transport._slots import Slots
 
     slots = Slots(1)
     assert slots.try_acquire()
@@ -341,7 +341,7 @@ async def test_api_calls_in_flight_never_exceed_max_connections(serve: Serve) ->
 
 async def test_slots_survive_a_release_between_cancel_and_wakeup() -> None:
     """A waiter cancelled and then skipped by release() still just raises CancelledError."""
-    from prism_async._slots import Slots
+    from prism_async._transport._slots import Slots
 
     slots = Slots(1)
     assert slots.try_acquire()
@@ -357,7 +357,7 @@ async def test_slots_survive_a_release_between_cancel_and_wakeup() -> None:
 async def test_closing_the_slots_ends_queued_calls() -> None:
     """Calls queued for a slot when the client closes end with ClientClosedError."""
     from prism_async import ClientClosedError
-    from prism_async._slots import Slots
+    from prism_async._transport._slots import Slots
 
     slots = Slots(1)
     assert slots.try_acquire()

@@ -28,7 +28,8 @@ from prism_async import (
     RetryPolicy,
 )
 from prism_async._errors import generation_ids_in
-from prism_async._http import HTTPClient
+from prism_async._transport._http import HTTPClient
+from prism_async._transport._outgoing import Outgoing
 from tests import samples
 from tests.conftest import API, KEY, NO_WAIT, assert_key_free, cancel_in_flight, free_port
 
@@ -356,9 +357,9 @@ async def test_every_request_goes_through_one_send(
     seen: list[str] = []
     original = HTTPClient._send
 
-    async def spy(self: HTTPClient, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(f"{method} {url.path}")
-        return await original(self, method, url, *args, **kwargs)
+    async def spy(self: HTTPClient, request: Outgoing[Any], number: int) -> Any:
+        seen.append(f"{request.method} {request.url.path}")
+        return await original(self, request, number)
 
     async def ok(request: web.Request) -> web.Response:
         await request.read()

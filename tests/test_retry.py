@@ -19,8 +19,8 @@ from prism_async import (
     PrismClient,
     RateLimitError,
     RetryPolicy,
-    _retry,
 )
+from prism_async._transport import _retry
 from tests import samples
 from tests.conftest import API, KEY, calls_to
 

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from prism_async import PollPolicy, PrismClient, _webhook_link
+from prism_async import PollPolicy, PrismClient
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import TOKEN_PARAM, RedisWebhookBus, WebhookEvent, WebhookHub
+from prism_async.webhooks import _link as _webhook_link
 from tests.conftest import free_port
 
 Serve = Callable[[web.Application], Awaitable[str]]

@@ -22,9 +22,10 @@ from statistics import median
 import pytest
 from aiohttp import web
 
-from prism_async import PollPolicy, PrismClient, _webhook_link
+from prism_async import PollPolicy, PrismClient
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import RedisWebhookBus, WebhookHub
+from prism_async.webhooks import _link as _webhook_link
 from tests.conftest import free_port
 from tests.redis_server import redis_server_binary, wait_for_pong
 from tests.test_webhook_bus import QUERY, SECRET, completed, polls, until

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from yarl import URL
 
 from .._errors import PrismError
-from .._urls import redact
+from .._transport._urls import redact
 from ._context import Context
 from ._extras import needs_extra
 from ._ledger_file import REDIS_SCHEMES

@@ -1,7 +1,7 @@
 """The :class:`Ledger` interface: a few atomic primitives every backend provides.
 
 The rules (who may send, what a later call with the same key does) are the SDK's, the same for
-every backend (:mod:`prism_async._durable`); a backend only stores rows and offers one atomic
+every backend (:mod:`prism_async.ledger._durable`); a backend only stores rows and offers one atomic
 compare-and-set (:meth:`Ledger.swap`).
 """
 

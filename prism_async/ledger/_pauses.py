@@ -1,4 +1,4 @@
-"""429 pauses shared through a RedisLedger's Redis (see :mod:`prism_async._limiter`).
+"""429 pauses shared through a RedisLedger's Redis (see :mod:`prism_async._transport._limiter`).
 
 One key per ledger, ``{prefix}paused``, whose TTL is the pause left, counted on Redis's own
 clock (so no machine's clock matters). A script writes it, keeping the later of two pauses,

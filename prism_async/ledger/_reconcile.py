@@ -1,6 +1,6 @@
 """Reconciliation: which generations of the account's history belong to ambiguous keys.
 
-Pure functions over rows and history items (no I/O): the rules in :mod:`prism_async._durable`
+Pure functions over rows and history items (no I/O): the rules in :mod:`prism_async.ledger._durable`
 read the ledger and the history, call these, and write what they decide.
 
 Requests with the same fingerprint are interchangeable: any one-to-one assignment of their

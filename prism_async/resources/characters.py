@@ -11,8 +11,8 @@ from pathlib import Path
 from .. import _rules
 from .._converters import structure, structure_data, unstructure
 from .._errors import InvalidRequestError
-from .._http import MultipartFile
 from .._rules import CHARACTER_NAME_MAX, CHARACTER_PAGING
+from .._transport._http import MultipartFile
 from .._validation import check, check_query, check_text
 from ..models.characters import Character
 from ..models.common import Page

@@ -18,7 +18,7 @@ from .._errors import (
     PermissionDeniedError,
     PrismError,
 )
-from .._http import ProgressCallback
+from .._transport._http import ProgressCallback
 from .._validation import (
     ASPECT_RATIOS,
     check_choice,
@@ -28,7 +28,7 @@ from .._validation import (
     normalize_duration,
     optional_text,
 )
-from .._waiter import notify
+from .._waiting._engine import notify
 from ..ledger._model import Submission
 from ..models.generations import Generation, GenerationBatch, GenerationMetadata, QueuedGeneration
 from ..models.requests import CreateGenerationRequest

@@ -15,8 +15,8 @@ from attrs import frozen
 from .. import _rules
 from .._converters import structure, unstructure
 from .._errors import InvalidRequestError
-from .._http import CHUNK_SIZE, ProgressCallback, notify_progress
 from .._rules import UPLOAD_KINDS, UPLOAD_LIMITS
+from .._transport._http import CHUNK_SIZE, ProgressCallback, notify_progress
 from .._validation import check, optional_text
 from ..models.requests import PresignUploadRequest
 from ..models.uploads import PresignedUpload, UploadedFile

@@ -23,8 +23,8 @@ from prism_async import (
     PrismError,
     SubmissionConflictError,
 )
-from prism_async._durable import Durable
 from prism_async.ledger import GenerationRecord, SQLiteLedger
+from prism_async.ledger._durable import Durable
 from prism_async.ledger._model import Owner
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import TOKEN_PARAM, WebhookHub

@@ -25,7 +25,7 @@ from typing import TypeVar
 import tenacity
 from attrs import field, frozen, validators
 
-from ._errors import APIConnectionError, APIStatusError, FreeTierPausedError, PrismError
+from .._errors import APIConnectionError, APIStatusError, FreeTierPausedError, PrismError
 
 __all__ = ["RetryPolicy", "resume_with_retries", "should_retry"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from ._errors import ClientClosedError
+from .._errors import ClientClosedError
 
 __all__ = ["Slots"]
 

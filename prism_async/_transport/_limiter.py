@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from ._errors import APIStatusError, RateLimitError
+from .._errors import APIStatusError, RateLimitError
 
 __all__ = ["MAX_PAUSE", "Admission", "SharedPauses", "admission_for"]
 
@@ -160,6 +160,6 @@ def admission_for(ledger: object) -> Admission | None:
     backend = sys.modules.get("prism_async.ledger._redis")  # loaded if a RedisLedger exists
     if backend is None or not isinstance(ledger, backend.RedisLedger):
         return None
-    from .ledger._pauses import RedisPauses
+    from ..ledger._pauses import RedisPauses
 
     return Admission(RedisPauses(ledger.url, ledger.prefix))

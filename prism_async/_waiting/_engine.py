@@ -30,18 +30,18 @@ import attrs
 import tenacity
 from attrs import field, frozen, validators
 
-from ._errors import (
+from .._errors import (
     APIConnectionError,
     APIStatusError,
     ClientClosedError,
     ResponseValidationError,
     WaitTimeoutError,
 )
-from .models.generations import Generation
-from .models.templates import LatencyEstimate
+from ..models.generations import Generation
+from ..models.templates import LatencyEstimate
 
 if TYPE_CHECKING:
-    from .webhooks import WebhookHub
+    from ..webhooks import WebhookHub
 
 __all__ = ["Fetch", "OnUpdate", "PollPolicy", "Waiter"]
 

@@ -1,20 +1,4 @@
-"""Webhooks: parse Prism's template callbacks safely, and let waits finish when they arrive.
-
-Prism does not sign its webhooks: anyone who learns the URL can post a forged "completed" with
-a video URL of their choosing. So here a webhook is only ever a *hint*:
-
-* :class:`WebhookHub` gives you a URL carrying a random token (``hub.url_for(...)``) and
-  rejects requests without it (401, constant-time comparison), bodies over ``max_body`` (413)
-  and malformed payloads (400);
-* a wait on a client made with ``PrismClient(webhooks=hub)`` wakes up when the hub receives a
-  terminal event for its id, then confirms with one ``GET /api/generations/:id``: a forged
-  payload can wake a wait early but never decide its result or its ``video_url``;
-* waits on generations submitted with the hub's URL poll slowly (``fallback_interval``) in
-  case a webhook never comes, until the hub is closed;
-* with a bus (``RedisWebhookBus``), a webhook received by one process wakes the waits of all;
-  while the bus is down, the events it could not carry are kept and published once it is back,
-  and waits poll at their normal cadence (``prism_async._webhook_link``).
-"""
+"""WebhookHub: the route that receives webhooks, and the waits and listeners they wake."""
 
 from __future__ import annotations
 
@@ -31,21 +15,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from ._webhook_bus import CloseOnSignal, RedisWebhookBus, WebhookBus
-from ._webhook_events import InvalidWebhookError, WebhookEvent, WebhookReply, parse_webhook
-from ._webhook_link import BusLink
+from ._bus import WebhookBus
+from ._event import InvalidWebhookError, WebhookEvent, WebhookReply, parse_webhook
+from ._link import BusLink
+from ._signals import CloseOnSignal
 
-__all__ = [
-    "KEY_PARAM",
-    "TOKEN_PARAM",
-    "InvalidWebhookError",
-    "RedisWebhookBus",
-    "WebhookBus",
-    "WebhookEvent",
-    "WebhookHub",
-    "WebhookReply",
-    "parse_webhook",
-]
+__all__ = ["KEY_PARAM", "TOKEN_PARAM", "WebhookHub"]
 
 
 logger = logging.getLogger("prism_async")

@@ -5,27 +5,22 @@
 Redis stream that every hub reads from its own position (a broadcast, not a competing queue:
 each process sees every event). Events are hints, as always: a woken wait confirms by GET, and
 keeps its slow poll, so a lost event costs latency, never a result. A bus only moves events and
-raises when it cannot: the hub's side (``prism_async._webhook_link``) keeps what it could not
+raises when it cannot: the hub's side (``prism_async.webhooks._link``) keeps what it could not
 publish, retries, and tells the waits when the bus is down.
-
-Also here: :class:`CloseOnSignal`, the signal handler behind ``WebhookHub.close_on_signal``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import threading
-from collections.abc import AsyncIterator, Callable, Iterable
-from types import FrameType
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import attrs
 
-from ._webhook_events import WebhookEvent
+from ._event import WebhookEvent
 
-__all__ = ["BusItem", "CloseOnSignal", "RedisWebhookBus", "WebhookBus"]
+__all__ = ["BusItem", "RedisWebhookBus", "WebhookBus"]
 
 BusItem = tuple[WebhookEvent, str] | None
 """What :meth:`WebhookBus.listen` yields: an event and its origin, or None, a heartbeat that
@@ -135,36 +130,3 @@ class RedisWebhookBus:
         loop, self._loop = self._loop, None
         if client is not None and loop is asyncio.get_running_loop():
             await client.aclose()  # (a client of another, finished loop cannot be closed here)
-
-
-class CloseOnSignal:
-    """A signal handler that closes a hub (on its loop), then runs the previous handler."""
-
-    def __init__(
-        self, close: Callable[[], None], loop: asyncio.AbstractEventLoop, previous: Any
-    ) -> None:
-        self.close = close
-        self.loop = loop
-        self.previous = previous
-
-    @classmethod
-    def install(cls, close: Callable[[], None], signums: Iterable[int]) -> None:
-        """Call ``close`` on the running loop when one of ``signums`` arrives (main thread
-        only: elsewhere, nothing is installed)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        for signum in signums:
-            previous = signal.getsignal(signum)
-            while isinstance(previous, CloseOnSignal) and previous.close == close:
-                previous = previous.previous  # installed again (a second lifespan): once is enough
-            signal.signal(signum, cls(close, loop, previous))
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.close)
-        if callable(self.previous):
-            self.previous(signum, frame)
-        elif self.previous == signal.SIG_DFL:  # what would have happened without us
-            signal.signal(signum, signal.SIG_DFL)
-            signal.raise_signal(signum)

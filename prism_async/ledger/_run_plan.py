@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from attrs import frozen
 
+from .._errors import InvalidRequestError
+from ._base import Ledger
 from ._durable import fingerprint
-from ._errors import InvalidRequestError
-from .ledger._base import Ledger
-from .ledger._model import Submission, SubmissionState
+from ._model import Submission, SubmissionState
 
 if TYPE_CHECKING:
-    from .runs import GenerationRequest, TemplateRequest
+    from ..runs import GenerationRequest, TemplateRequest
 
     Request: TypeAlias = GenerationRequest | TemplateRequest
 

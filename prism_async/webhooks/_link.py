@@ -22,8 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ._webhook_bus import WebhookBus
-from ._webhook_events import WebhookEvent
+from ._bus import WebhookBus
+from ._event import WebhookEvent
 
 __all__ = ["BACKLOG", "BusLink"]
 

@@ -1,15 +1,14 @@
 """The HTTP layer: every request the SDK sends goes through :meth:`HTTPClient._send`.
 
 This is the one module that sends the SDK's HTTP requests (the webhook receiver and the fake
-server import aiohttp too, to serve). It owns (or borrows) the ``aiohttp.ClientSession``, builds
-API URLs from quoted path segments, and has one path for every request, API call or storage
-transfer alike: :meth:`HTTPClient._call` takes a slot, waits out a 429 pause the fleet shares
-(:mod:`prism_async._limiter`), runs attempt 1 inline (the success path stays as lean as a bare
-aiohttp call) and hands a retryable failure to tenacity (:mod:`prism_async._retry`);
-:meth:`HTTPClient._send` sends one attempt, maps a non-2xx answer with the pure
-:func:`~prism_async._errors.error_from_response`, translates aiohttp's failures
-(:mod:`prism_async._responses`), and logs. Storage transfers (presigned PUT and GET, streamed by
-:mod:`prism_async._streams`) carry no Authorization header and have slots of their own.
+server import aiohttp too, to serve). It owns (or borrows) the ``aiohttp.ClientSession`` and
+turns each API call or storage transfer into one typed :class:`~._outgoing.Outgoing`, sent by
+one path: :meth:`HTTPClient._call` takes a slot, waits out a 429 pause the fleet shares
+(``_limiter``), runs attempt 1 inline (the success path stays as lean as a bare aiohttp call)
+and hands a retryable failure to tenacity (``_retry``); :meth:`HTTPClient._send` sends one
+attempt, maps a non-2xx answer with the pure :func:`~prism_async._errors.error_from_response`,
+translates aiohttp's failures (``_responses``), and logs. Storage transfers (presigned PUT and
+GET, streamed by ``_streams``) carry no Authorization header and have slots of their own.
 """
 
 from __future__ import annotations
@@ -22,20 +21,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from ._errors import (
+from .._errors import (
     APIConnectionError,
     APIStatusError,
     ClientClosedError,
     PrismError,
     error_from_response,
 )
+from .._version import __version__
 from ._limiter import Admission
+from ._outgoing import IDEMPOTENT, Outgoing, Reader
 from ._responses import TRANSLATED, discard, read_json, read_json_keeping_partial, translate
 from ._retry import RetryPolicy, resume_with_retries
 from ._slots import Slots
@@ -48,7 +49,6 @@ from ._streams import (
     stream_into,
 )
 from ._urls import api_url, quote_segment, redact
-from ._version import __version__
 
 __all__ = [
     "CHUNK_SIZE",
@@ -63,11 +63,10 @@ __all__ = [
 logger = logging.getLogger("prism_async")
 
 T = TypeVar("T")
-Reader = Callable[[aiohttp.ClientResponse], Awaitable[Any]]
-"""Reads a 2xx response's body into the call's result."""
+Attempt = Callable[[Outgoing[T], int], Awaitable[T]]
+"""Sends attempt ``number`` of a request (``HTTPClient._send``, or a download's own)."""
 
 USER_AGENT = f"prism-async/{__version__}"
-_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class HTTPClient:
@@ -163,74 +162,67 @@ class HTTPClient:
         return f"{method} {redact(url)}"
 
     async def _call(
-        self,
-        slots: Slots,
-        attempt: Callable[..., Awaitable[T]],
-        method: str,
-        url: URL,
-        *args: Any,
-        retries: bool = True,
+        self, slots: Slots, request: Outgoing[T], attempt: Attempt[T] | None = None
     ) -> T:
-        """Take a slot, run ``attempt(method, url, *args, number)``, retry what may be retried."""
+        """Take a slot, send ``request`` (by ``attempt``), retry what may be retried."""
         if self._closed:
             raise ClientClosedError("this PrismClient is closed; create a new one")
         if not slots.try_acquire():  # first of all: a queued call holds nothing else
             await slots.acquire()
+        send: Attempt[T] = self._send if attempt is None else attempt
         gate = self._admission if slots is self._slots else None  # storage never waits
         try:
             if gate is not None and gate.must_wait():  # a 429 pause: not an attempt
                 await gate.admit(self._retry.max_retry_after)
             try:  # attempt 1 inline: the success path stays as lean as a bare aiohttp call
-                return await attempt(method, url, *args, 1)
+                return await send(request, 1)
             except PrismError as exc:
                 first = exc
             if gate is not None:
                 gate.saw(first)
-            if not retries:
+            if not request.retries:
                 raise first
-            again = functools.partial(attempt, method, url, *args)
+            again = functools.partial(send, request)
             return await resume_with_retries(
                 first,
                 gate.guard(again, self._retry.max_retry_after) if gate is not None else again,
-                idempotent=method in _IDEMPOTENT,
+                idempotent=request.idempotent,
                 policy=self._retry,
-                what=self._what(method, url),
+                what=self._what(request.method, request.url),
             )
         finally:
             slots.release()
 
-    async def _send(
-        self,
-        method: str,
-        url: URL,
-        data: Any,
-        headers: Mapping[str, str],
-        timeout: aiohttp.ClientTimeout,
-        read: Reader,
-        number: int,
-    ) -> Any:
-        """Send one attempt and return ``read(response)`` of a 2xx answer; raise anything else."""
+    async def _send(self, request: Outgoing[T], number: int) -> T:
+        """Send attempt ``number`` and return ``request.read`` of a 2xx answer; raise the rest."""
+        if request.body is None:
+            return await self._send_data(request, request.data, number)
+        with ExitStack() as stack:  # files the body opens close when the attempt ends
+            return await self._send_data(request, request.body(stack), number)
+
+    async def _send_data(self, request: Outgoing[T], data: Any, number: int) -> T:
+        method, url = request.method, request.url
         session = self._session
         if session is None:
             session = self.session()
         debug = logger.isEnabledFor(logging.DEBUG)
         started = time.monotonic() if debug else 0.0
         failure: PrismError | None = None
-        result: Any = None
+        result: T | None = None
         status: int | None = None
         try:
             response = await session.request(
                 method,
                 url,
                 data=data,
-                headers=headers,
-                timeout=timeout,
+                headers=request.headers,
+                timeout=request.timeout,
                 allow_redirects=False,
             )
             try:
                 status = response.status
                 if status < 300:
-                    result = await read(response)
+                    result = await request.read(response)
                 else:
                     content = await response.read()
                     failure = error_from_response(status, response.headers, content)
@@ -245,7 +237,7 @@ class HTTPClient:
                 raise
             failure = ClientClosedError(f"{self._what(method, url)}: the aiohttp session is closed")
         except asyncio.CancelledError as exc:
-            if method not in _IDEMPOTENT:
+            if not request.idempotent:
                 self._cancelled_in_flight(exc, method, url)
             raise
         if debug:
@@ -256,9 +248,9 @@ class HTTPClient:
                 logger.debug(
                     "%s failed after %.3fs (attempt %d): %s", what, elapsed, number, failure
                 )
-        if failure is None:
-            return result
-        raise failure
+        if failure is not None:
+            raise failure
+        return cast(T, result)
 
     def _cancelled_in_flight(self, exc: BaseException, method: str, url: URL) -> None:
         """A paid request cancelled after it started may have been queued: leave a trace."""
@@ -308,27 +300,17 @@ class HTTPClient:
         if params:
             url = url.with_query(params)
         # A paid POST's answer is read so that ids survive a body cut short.
-        read = read_json if method in _IDEMPOTENT else read_json_keeping_partial
+        read = read_json if method in IDEMPOTENT else read_json_keeping_partial
+        headers, data, body = self._headers, None, None
         if files or fields:
-            form = (fields or {}, files)
-            return self._call(self._slots, self._send_form, method, url, form, read)
-        headers, data = self._headers, None
-        if json_body is not None:
+            body = functools.partial(multipart_form, fields or {}, files)
+        elif json_body is not None:
             headers = self._json_headers
             data = json.dumps(json_body, separators=(",", ":")).encode()
-        timeout = self._api_timeout
-        return self._call(
-            self._slots, self._send, method, url, data, headers, timeout, read, retries=retries
+        outgoing = Outgoing(
+            method, url, headers, self._api_timeout, read, data, body, retries=retries
         )
-
-    async def _send_form(self, method: str, url: URL, data: Any, read: Reader, number: int) -> Any:
-        """Send a multipart body, ``data = (fields, files)``; files are opened per attempt."""
-        fields, files = data
-        with ExitStack() as stack:
-            form = multipart_form(fields, files, stack)
-            return await self._send(
-                method, url, form, self._headers, self._api_timeout, read, number
-            )
+        return self._call(self._slots, outgoing)
 
     # -- storage transfers (presigned URLs: never the API key) -------------------------------
 
@@ -355,19 +337,15 @@ class HTTPClient:
         headers = CIMultiDict(
             self._storage_headers, **{"Content-Type": content_type, "Content-Length": str(size)}
         )
-        await self._call(
-            self._storage_slots, self._send_put, "PUT", self._storage_url(url), body, headers
+        outgoing = Outgoing(
+            "PUT",
+            self._storage_url(url),
+            headers,
+            self._storage_timeout,
+            discard,
+            body=lambda _: body(),
         )
-
-    async def _send_put(
-        self,
-        method: str,
-        url: URL,
-        body: Callable[[], AsyncIterator[bytes] | bytes],
-        headers: Mapping[str, str],
-        number: int,
-    ) -> None:
-        await self._send(method, url, body(), headers, self._storage_timeout, discard, number)
+        await self._call(self._storage_slots, outgoing)
 
     async def download(
         self, url: str, destination: Path, *, on_progress: ProgressCallback | None = None
@@ -377,24 +355,21 @@ class HTTPClient:
         Returns:
             The number of bytes written.
         """
-        target = self._storage_url(url)
-        written: int = await self._call(
-            self._storage_slots, self._send_download, "GET", target, destination, on_progress
-        )
-        return written
+        headers, timeout = self._storage_headers, self._download_timeout
+        target = Outgoing("GET", self._storage_url(url), headers, timeout, _written_per_attempt)
+        what = self._what("GET", target.url)
 
-    async def _send_download(
-        self,
-        method: str,
-        url: URL,
-        destination: Path,
-        on_progress: ProgressCallback | None,
-        number: int,
-    ) -> int:
-        def send(write: Reader) -> Awaitable[int]:
-            headers, timeout = self._storage_headers, self._download_timeout
-            return self._send(method, url, None, headers, timeout, write, number)
+        async def attempt(request: Outgoing[int], number: int) -> int:
+            with destination.open("wb") as handle:  # truncated by every attempt
 
-        what = self._what(method, url)
-        with destination.open("wb") as handle:
-            return await stream_into(handle, send, what, self._read_timeout, on_progress)
+                def send(write: Reader[int]) -> Awaitable[int]:
+                    return self._send(request.reading(write), number)
+
+                return await stream_into(handle, send, what, self._read_timeout, on_progress)
+
+        return await self._call(self._storage_slots, target, attempt)
+
+
+async def _written_per_attempt(response: aiohttp.ClientResponse) -> int:
+    """A download's reader: replaced by every attempt with one writing into the file."""
+    raise AssertionError("a download attempt reads through its own writer")

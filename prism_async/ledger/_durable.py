@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
-from ._errors import (
+from .._errors import (
     AmbiguousSubmissionError,
     InvalidRequestError,
     LedgerUnavailableError,
@@ -32,11 +32,11 @@ from ._errors import (
     SubmissionConflictError,
     SubmissionInFlightError,
 )
+from ..models.generations import Generation
+from ._base import Ledger
+from ._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
 from ._reconciling import DEAD_LEASE, Reconciling
-from .ledger._base import Ledger
-from .ledger._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
-from .ledger._writer import GroupWriter
-from .models.generations import Generation
+from ._writer import GroupWriter
 
 if TYPE_CHECKING:
     pass

@@ -11,8 +11,8 @@ from typing import Any
 
 from attrs import frozen
 
-from ._errors import PrismError
-from .models.generations import GenerationStatus
+from .._errors import PrismError
+from ..models.generations import GenerationStatus
 
 __all__ = ["InvalidWebhookError", "WebhookEvent", "WebhookReply", "parse_webhook"]
 

@@ -17,7 +17,7 @@ from typing import IO
 
 import aiohttp
 
-from ._errors import APITimeoutError
+from .._errors import APITimeoutError
 
 __all__ = [
     "CHUNK_SIZE",

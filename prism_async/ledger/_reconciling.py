@@ -1,6 +1,6 @@
 """Reconciliation: settling keys that may have been queued without their ids being known.
 
-The rules of :class:`~prism_async._durable.Durable` for ``ambiguous`` keys (and ``sending``
+The rules of :class:`~prism_async.ledger._durable.Durable` for ``ambiguous`` keys (and ``sending``
 ones whose process died): look for their generations in the account's history (the sharing of
 candidates among interchangeable keys is :func:`prism_async.ledger._reconcile.assign`), reject
 a key whose window closed with nothing found, settle a template key from its webhook, and wait
@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ._errors import InvalidRequestError, SubmissionInFlightError
-from ._rules import QUERY_MIN_LENGTH
-from .ledger._base import Ledger
-from .ledger._model import Submission, SubmissionState, lease_is_alive
-from .ledger._reconcile import assign, count_of, sent_at, window
-from .models.assets import Asset
+from .._errors import InvalidRequestError, SubmissionInFlightError
+from .._rules import QUERY_MIN_LENGTH
+from ..models.assets import Asset
+from ._base import Ledger
+from ._model import Submission, SubmissionState, lease_is_alive
+from ._reconcile import assign, count_of, sent_at, window
 
 if TYPE_CHECKING:
-    from .webhooks import WebhookEvent
+    from ..webhooks import WebhookEvent
 
 __all__ = ["DEAD_LEASE", "Reconciling"]
 
@@ -43,7 +43,7 @@ DEAD_LEASE = (
 
 
 class Reconciling(abc.ABC):
-    """The reconciliation rules, on a ledger, for :class:`~prism_async._durable.Durable`."""
+    """The reconciliation rules, on a ledger, for :class:`~prism_async.ledger._durable.Durable`."""
 
     ledger: Ledger
     timeout: float

@@ -14,7 +14,12 @@ from typing import Any
 
 import aiohttp
 
-from ._errors import APIConnectionError, APITimeoutError, ResponseValidationError, generation_ids_in
+from .._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ResponseValidationError,
+    generation_ids_in,
+)
 
 __all__ = ["TRANSLATED", "discard", "read_json", "read_json_keeping_partial", "translate"]
 
