@@ -19,16 +19,9 @@ from ._waiting._engine import Waiter
 from .ledger._durable import Durable
 from .models.assets import Asset
 from .models.generations import Generation
-from .polling import (
-    AsCompleted,
-    GenerationIds,
-    OnUpdate,
-    PollPolicy,
-    as_completed,
-    wait_for_generation,
-)
-from .polling import wait_for_generations as _wait_for_generations
+from .polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
 from .resources import Assets, Characters, Generations, Templates, Uploads
+from .resources.generations import status_fetch
 from .runs import GenerationRequest, RunResult, TemplateRequest, run
 
 if TYPE_CHECKING:
@@ -180,22 +173,23 @@ class PrismClient:
             session=session,
             admission=admission_for(ledger),  # a RedisLedger shares 429 pauses
         )
-        self.generations = Generations(self)
-        self.templates = Templates(self)
-        self.uploads = Uploads(self)
-        self.characters = Characters(self)
-        self.assets = Assets(self)
-        self._stop_listening = (
-            webhooks.listen_for_keys(self._durable.webhook_arrived)
-            if webhooks is not None and self._durable is not None
-            else None
-        )
+        durable = self._durable
         self._waiter = Waiter(
-            self.generations._get_once,
+            status_fetch(self._http),
             poll if poll is not None else PollPolicy(),
             policy_given=poll is not None,
             hub=webhooks,
-            on_done=self._durable.finished if self._durable is not None else None,
+            on_done=durable.finished if durable is not None else None,
+        )
+        self.generations = Generations(self._http, durable, self._waiter)
+        self.templates = Templates(self._http, durable, webhooks)
+        self.uploads = Uploads(self._http)
+        self.characters = Characters(self._http)
+        self.assets = Assets(self._http)
+        self._stop_listening = (
+            webhooks.listen_for_keys(durable.webhook_arrived)
+            if webhooks is not None and durable is not None
+            else None
         )
 
     @property
@@ -303,6 +297,7 @@ class PrismClient:
         """
         return run(
             self,
+            self._durable,
             requests,
             run_id=run_id,
             download_to=download_to,
@@ -356,8 +351,8 @@ class PrismClient:
 
         See :func:`prism_async.wait_for_generation`; ``poll`` defaults to this client's.
         """
-        return await wait_for_generation(
-            self, generation_id, timeout=timeout, poll=poll, on_update=on_update
+        return await self._waiter.one(
+            generation_id, timeout=timeout, poll=poll, on_update=on_update
         )
 
     @overload
@@ -395,8 +390,7 @@ class PrismClient:
 
         See :func:`prism_async.wait_for_generations`.
         """
-        return await _wait_for_generations(
-            self,
+        return await self._waiter.many(
             ids,
             timeout=timeout,
             poll=poll,
@@ -416,7 +410,7 @@ class PrismClient:
         Best used as ``async with prism.as_completed(ids) as finished:`` so that leaving the
         block early stops every wait. See :func:`prism_async.as_completed`.
         """
-        return as_completed(self, ids, timeout=timeout, poll=poll)
+        return self._waiter.as_completed(ids, timeout=timeout, poll=poll)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"

@@ -27,9 +27,9 @@ from ._errors import ResponseValidationError
 from .models.generations import GenerationMetadata
 from .models.requests import (
     CreateCharacterRequest,
-    CreateGenerationRequest,
+    GenerationRequest,
     PresignUploadRequest,
-    TemplateGenerateRequest,
+    TemplateRequest,
 )
 from .models.templates import TemplateGenerationBatch
 
@@ -45,8 +45,10 @@ __all__ = [
 T = TypeVar("T")
 _MILLISECONDS = re.compile(r"-?\d+(?:\.\d+)?")
 
-_CAMEL_BODIES: tuple[type, ...] = (CreateGenerationRequest, PresignUploadRequest)
-_SNAKE_BODIES: tuple[type, ...] = (TemplateGenerateRequest, CreateCharacterRequest)
+_CAMEL_BODIES: tuple[type, ...] = (GenerationRequest, PresignUploadRequest)
+_SNAKE_BODIES: tuple[type, ...] = (TemplateRequest, CreateCharacterRequest)
+_PATH_PARAMS: dict[type, tuple[str, ...]] = {TemplateRequest: ("template_id",)}
+"""Arguments sent in the URL, not the body (a ledger ``key`` is never sent at all)."""
 
 
 def _camel(name: str) -> str:
@@ -157,6 +159,9 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
         renames: dict[str, Any] = {}
         if body in _CAMEL_BODIES:
             renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(body)}
+        for name in ("key", *_PATH_PARAMS.get(body, ())):  # never in the body
+            if name in attrs.fields_dict(body):
+                renames[name] = override(omit=True)
         conv.register_unstructure_hook(
             body, make_dict_unstructure_fn(body, conv, _cattrs_omit_if_default=True, **renames)
         )

@@ -1,24 +1,26 @@
 """Waiting for generations: PollPolicy, wait_for_generation, wait_for_generations, as_completed.
 
-Every wait is one poll loop (see :mod:`prism_async._waiting._engine`); these helpers start them, gather
-their results and make sure none outlives its caller: a bulk wait that ends (by an error, a
-cancellation, or the caller leaving ``as_completed`` early) cancels the waits still running and
-retrieves every outcome, so nothing is left polling and asyncio never reports a "Task exception
-was never retrieved".
+The functions here take a client and forward to its methods; the engine behind them
+(``prism_async._waiting``) runs one poll loop per generation and makes sure none outlives its
+caller: a bulk wait that ends (by an error, a cancellation, or the caller leaving
+``as_completed`` early) cancels the waits still running and retrieves every outcome.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Literal, Protocol, overload
+from typing import TYPE_CHECKING, Literal, overload
 
-from ._errors import GenerationFailedError, InvalidRequestError
-from ._validation import check_text
-from ._waiting._engine import OnUpdate, PollPolicy, Waiter
+import attrs
+from attrs import field, frozen, validators
+
 from .models.generations import Generation, GenerationBatch
-from .models.templates import TemplateGenerationBatch
+from .models.templates import LatencyEstimate, TemplateGenerationBatch
+
+if TYPE_CHECKING:
+    from ._client import PrismClient
 
 __all__ = [
     "AsCompleted",
@@ -30,27 +32,71 @@ __all__ = [
     "wait_for_generations",
 ]
 
+_non_negative = validators.ge(0.0)
+
+OnUpdate = Callable[[Generation], object] | Callable[[Generation], Awaitable[object]]
+"""``on_update``: a plain or async callable receiving the Generation when its status changes."""
+
 GenerationIds = Iterable[str] | GenerationBatch | TemplateGenerationBatch
 """What the bulk waits accept: ids, or a batch from ``create`` or ``templates.generate``."""
 
 
-class _Client(Protocol):
-    """What the helpers need of a client: :class:`~prism_async.PrismClient` has it."""
+@frozen
+class PollPolicy:
+    """How a wait for a generation polls its status.
 
-    @property
-    def _waiter(self) -> Waiter: ...
+    The first status request comes ``initial_delay`` seconds after the wait starts; then the
+    interval starts at ``interval`` and grows by ``multiplier`` up to ``max_interval``. Each
+    delay is spread by ``jitter`` (a fraction) so many waits do not poll in lock-step. A wait
+    gives up after ``timeout`` seconds.
+    """
 
+    initial_delay: float = field(default=5.0, converter=float, validator=_non_negative)
+    """Seconds before the first status request."""
+    interval: float = field(default=5.0, converter=float, validator=validators.gt(0.0))
+    """First interval between status requests, in seconds."""
+    max_interval: float = field(default=30.0, converter=float, validator=validators.gt(0.0))
+    """Longest interval between status requests, in seconds."""
+    multiplier: float = field(default=1.5, converter=float, validator=validators.ge(1.0))
+    """Growth of the interval after each status request."""
+    jitter: float = field(
+        default=0.1, converter=float, validator=[_non_negative, validators.le(1.0)]
+    )
+    """Random spread of each delay, as a fraction of it: 0.1 = +/-10%. (``RetryPolicy.jitter``
+    is different: a switch for "full jitter" between 0 and the backoff.)"""
+    timeout: float = field(default=900.0, converter=float, validator=validators.gt(0.0))
+    """Seconds before a wait raises ``WaitTimeoutError``."""
 
-def _check_timeout(timeout: float | None, policy: PollPolicy) -> float:
-    if timeout is None:
-        return policy.timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise InvalidRequestError("timeout", "must be a positive number of seconds")
-    return float(timeout)
+    @classmethod
+    def from_latency_estimate(
+        cls, estimate: LatencyEstimate | None, base: PollPolicy | None = None
+    ) -> PollPolicy:
+        """A policy paced by the server's estimate: a steady ``typical / 6``, clamped to 10-30 s.
+
+        This is the cadence the API documentation recommends when a template submission returns
+        ``latency_estimate_sec``. Without a usable estimate, ``base`` (or the defaults) is
+        returned unchanged.
+        """
+        policy = base if base is not None else cls()
+        if estimate is None or estimate.typical is None or estimate.typical <= 0:
+            return policy
+        interval = min(30.0, max(10.0, estimate.typical / 6))
+        return attrs.evolve(policy, interval=interval, max_interval=interval, multiplier=1.0)
+
+    def delay(self, poll_number: int) -> float:
+        """The jittered delay after status request ``poll_number`` (1-based)."""
+        base = min(self.max_interval, self.interval * self.multiplier ** (poll_number - 1))
+        return self.jittered(base)
+
+    def jittered(self, seconds: float) -> float:
+        """``seconds`` spread by +/- ``jitter``."""
+        if not self.jitter:
+            return seconds
+        return seconds * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
 
 
 async def wait_for_generation(
-    client: _Client,
+    client: PrismClient,
     generation_id: str,
     *,
     timeout: float | None = None,
@@ -81,70 +127,14 @@ async def wait_for_generation(
         ClientClosedError: the client was closed (a running wait ends at once).
         InvalidRequestError: an empty id or a bad timeout.
     """
-    waiter = client._waiter
-    check_text("generation_id", generation_id)
-    policy = poll or waiter.policy
-    generation = await waiter.wait(
-        generation_id,
-        timeout=_check_timeout(timeout, policy),
-        policy=policy,
-        on_update=on_update,
+    return await client.wait_for_generation(
+        generation_id, timeout=timeout, poll=poll, on_update=on_update
     )
-    if generation.is_failed:
-        raise GenerationFailedError(generation)
-    return generation
-
-
-def _ids_and_policy(
-    waiter: Waiter, ids: GenerationIds, poll: PollPolicy | None
-) -> tuple[list[str], PollPolicy]:
-    """The ids to wait for, and the policy.
-
-    A template batch's latency estimate tunes the *default* cadence; a policy given to the
-    call or to the client is used as is.
-    """
-    policy = poll or waiter.policy
-    if isinstance(ids, TemplateGenerationBatch):
-        if poll is None and not waiter.policy_given:
-            policy = PollPolicy.from_latency_estimate(ids.latency_estimate, waiter.policy)
-        return ids.ids, policy
-    if isinstance(ids, GenerationBatch):
-        return ids.ids, policy
-    if isinstance(ids, str):
-        raise InvalidRequestError("ids", "must be a list of generation ids, not one string")
-    id_list = list(ids)
-    for index, generation_id in enumerate(id_list):
-        check_text(f"ids[{index}]", generation_id)
-    return id_list, policy
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Mark a finished task's exception as retrieved (its owner still gets it)."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _cancel_all(tasks: Iterable[asyncio.Task[Generation]]) -> None:
-    """Cancel what is still running, wait until it has really stopped, and retrieve every
-    outcome, so that asyncio never reports a "Task exception was never retrieved"."""
-    tasks = list(tasks)
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    try:
-        if pending:
-            await asyncio.wait(pending)
-    finally:
-        for task in tasks:
-            if task.done():
-                _retrieve(task)
-            else:  # cancelled again while waiting: retrieve whenever they end
-                task.add_done_callback(_retrieve)
 
 
 @overload
 async def wait_for_generations(
-    client: _Client,
+    client: PrismClient,
     ids: GenerationIds,
     *,
     timeout: float | None = ...,
@@ -156,7 +146,7 @@ async def wait_for_generations(
 
 @overload
 async def wait_for_generations(
-    client: _Client,
+    client: PrismClient,
     ids: GenerationIds,
     *,
     timeout: float | None = ...,
@@ -167,7 +157,7 @@ async def wait_for_generations(
 
 
 async def wait_for_generations(
-    client: _Client,
+    client: PrismClient,
     ids: GenerationIds,
     *,
     timeout: float | None = None,
@@ -193,22 +183,13 @@ async def wait_for_generations(
     Returns:
         The completed generations (or exceptions, with ``return_exceptions=True``), in order.
     """
-    id_list, policy = _ids_and_policy(client._waiter, ids, poll)
-    seconds = _check_timeout(timeout, policy)
-    tasks = {
-        generation_id: asyncio.create_task(
-            wait_for_generation(
-                client, generation_id, timeout=seconds, poll=policy, on_update=on_update
-            )
-        )
-        for generation_id in dict.fromkeys(id_list)
-    }
-    try:
-        results = await asyncio.gather(*tasks.values(), return_exceptions=return_exceptions)
-    finally:
-        await _cancel_all(tasks.values())
-    by_id = dict(zip(tasks, results, strict=True))
-    return [by_id[generation_id] for generation_id in id_list]
+    return await client.wait_for_generations(
+        ids,
+        timeout=timeout,
+        poll=poll,
+        on_update=on_update,
+        return_exceptions=return_exceptions,
+    )
 
 
 class AsCompleted(AsyncIterator[Generation]):
@@ -253,7 +234,7 @@ class AsCompleted(AsyncIterator[Generation]):
 
 
 def as_completed(
-    client: _Client,
+    client: PrismClient,
     ids: GenerationIds,
     *,
     timeout: float | None = None,
@@ -276,23 +257,4 @@ def as_completed(
     Raises:
         InvalidRequestError: bad ids or timeout (at once, before any wait starts).
     """
-    waiter = client._waiter
-    id_list, policy = _ids_and_policy(waiter, ids, poll)
-    seconds = _check_timeout(timeout, policy)
-    return AsCompleted(_as_completed(waiter, list(dict.fromkeys(id_list)), seconds, policy))
-
-
-async def _as_completed(
-    waiter: Waiter, ids: list[str], timeout: float, policy: PollPolicy
-) -> AsyncGenerator[Generation, None]:
-    tasks = [
-        asyncio.create_task(
-            waiter.wait(generation_id, timeout=timeout, policy=policy, on_update=None)
-        )
-        for generation_id in ids
-    ]
-    try:
-        for next_done in asyncio.as_completed(tasks):
-            yield await next_done
-    finally:
-        await _cancel_all(tasks)
+    return client.as_completed(ids, timeout=timeout, poll=poll)

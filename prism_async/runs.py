@@ -1,24 +1,24 @@
 """Resumable bulk runs: ``prism.run(requests, run_id=...)`` on a client with a ledger.
 
 Each request becomes a durable submission (key: its own ``key``, or one derived from the
-request itself: see :mod:`prism_async.ledger._run_plan`), is waited for and downloaded, and comes back
-as one :class:`RunResult` as soon as it is finished. Running the same code again resumes, even
-after lines were inserted, deleted or reordered: accepted keys are not sent again, ambiguous
-ones are reconciled first, and videos already downloaded are not downloaded again.
+request itself: see :mod:`prism_async.ledger._run_plan`), is waited for and downloaded, and
+comes back as one :class:`RunResult` as soon as it is finished. Running the same code again
+resumes, even after lines were inserted, deleted or reordered: accepted keys are not sent
+again, ambiguous ones are reconciled first, and videos already downloaded are not downloaded
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from attrs import frozen
 
-from ._converters import unstructure
 from ._errors import (
     AmbiguousSubmissionError,
     GenerationFailedError,
@@ -30,66 +30,20 @@ from ._errors import (
     WaitTimeoutError,
 )
 from .ledger._base import Ledger
-from .ledger._model import GenerationRecord, Submission, SubmissionState
+from .ledger._downloads import already_downloaded
+from .ledger._intent import intent_of
+from .ledger._model import Submission, SubmissionState
 from .ledger._run_plan import Budget, Credits, Plan, plan_run
 from .models.generations import Generation, GenerationBatch
+from .models.requests import GenerationRequest, TemplateRequest
 from .models.templates import TemplateGenerationBatch
 from .polling import PollPolicy
-from .resources.generations import generation_body, generation_intent, safe_name
-from .resources.templates import template_body, template_intent
 
 if TYPE_CHECKING:
     from ._client import PrismClient
     from .ledger._durable import Durable
 
 __all__ = ["GenerationRequest", "RunResult", "TemplateRequest", "run", "run_credits", "run_keys"]
-
-
-@frozen
-class GenerationRequest:
-    """One ``generations.create`` of a run: the same keyword names, checked when built."""
-
-    prompt: str
-    model_name: str
-    aspect_ratio: str | None = None
-    duration: str | int | None = None
-    resolution: str | None = None
-    count: int | None = None
-    has_audio: bool | None = None
-    start_frame_key: str | None = None
-    end_frame_key: str | None = None
-    ingredient_image_keys: list[str] | None = None
-    character_reference_image_keys: list[str] | None = None
-    source_video_key: str | None = None
-    reference_video_keys: list[str] | None = None
-    audio_key: str | None = None
-    template_id: str | None = None
-    key: str | None = None
-    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
-
-    def __attrs_post_init__(self) -> None:
-        generation_body(**self.arguments())
-        _check_key(self.key)
-
-    def arguments(self) -> dict[str, Any]:
-        """The keyword arguments of ``generations.create`` (``key`` aside)."""
-        return {f.name: getattr(self, f.name) for f in attrs.fields(type(self)) if f.name != "key"}
-
-
-@frozen
-class TemplateRequest:
-    """One ``templates.generate`` of a run: the same keyword names, checked when built."""
-
-    template_id: str
-    variables: Mapping[str, str] | None = None
-    character_variables: Mapping[str, str] | None = None
-    webhook_url: str | None = None
-    key: str | None = None
-    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
-
-    def __attrs_post_init__(self) -> None:
-        template_body(self.template_id, self.variables, self.character_variables, self.webhook_url)
-        _check_key(self.key)
 
 
 @frozen
@@ -121,21 +75,6 @@ class RunResult:
 Request = GenerationRequest | TemplateRequest
 
 
-def _check_key(key: str | None) -> None:
-    if key is not None and (not isinstance(key, str) or not key.strip()):
-        raise InvalidRequestError("key", "must be a non-empty string")
-
-
-def _intent(request: Request) -> tuple[str, dict[str, Any]]:
-    """A request's ledger kind and fingerprinted body, exactly as its send records them."""
-    if isinstance(request, GenerationRequest):
-        return "generation", generation_intent(unstructure(generation_body(**request.arguments())))
-    body = template_body(
-        request.template_id, request.variables, request.character_variables, request.webhook_url
-    )
-    return "template", template_intent(request.template_id, unstructure(body))
-
-
 def _checked(requests: Iterable[Request], run_id: str) -> list[Request]:
     if not isinstance(run_id, str) or not run_id.strip():
         raise InvalidRequestError("run_id", "must be a non-empty string")
@@ -151,7 +90,7 @@ def _checked(requests: Iterable[Request], run_id: str) -> list[Request]:
 async def _plan(
     ledger: Ledger, requests: Sequence[Request], run_id: str
 ) -> tuple[list[Plan], dict[str, Submission]]:
-    return await plan_run(ledger, requests, [_intent(r) for r in requests], run_id)
+    return await plan_run(ledger, requests, [intent_of(r) for r in requests], run_id)
 
 
 async def run_keys(ledger: Ledger, requests: Iterable[Request], run_id: str) -> list[str]:
@@ -181,6 +120,7 @@ async def run_credits(
 
 async def run(
     prism: PrismClient,
+    durable: Durable | None,
     requests: Iterable[Request],
     *,
     run_id: str,
@@ -192,9 +132,9 @@ async def run(
 ) -> AsyncGenerator[RunResult, None]:
     """Submit, wait for and download every request; yield each :class:`RunResult` as it ends.
 
-    See :meth:`PrismClient.run <prism_async.PrismClient.run>`.
+    See :meth:`PrismClient.run <prism_async.PrismClient.run>` (which passes its ledger rules,
+    ``durable``).
     """
-    durable = prism._durable
     if durable is None:
         raise InvalidRequestError("ledger", "prism.run needs PrismClient(ledger=...)")
     items = _checked(requests, run_id)
@@ -354,7 +294,7 @@ class _Job:
         if generation.id in self.fresh:
             return await self.prism.generations.download(generation, folder)
         record = await self.durable.ledger.generation(generation.id)
-        done = await asyncio.to_thread(_already_downloaded, record, folder, generation.id)
+        done = await asyncio.to_thread(already_downloaded, record, folder, generation.id)
         if done is None:
             return await self.prism.generations.download(generation, folder)
         if record is None or record.path is None:
@@ -367,25 +307,6 @@ def _make_folder(download_to: str | os.PathLike[str]) -> Path:
     folder = Path(download_to).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _already_downloaded(
-    record: GenerationRecord | None, folder: Path, generation_id: str
-) -> Path | None:
-    """The file a previous run downloaded (present, right size), or None after removing the
-    temporary files a process killed mid-download left.
-
-    ``<id>.mp4`` in the folder counts even unrecorded: a download is renamed into place only
-    once complete, so it is a process killed between the rename and the ledger's record.
-    """
-    if record is not None and record.path is not None and record.size is not None:
-        done = Path(record.path)
-        if done.is_file() and done.stat().st_size == record.size:
-            return done
-    for stale in folder.glob(f".{safe_name(generation_id)}.mp4.*.part"):
-        stale.unlink(missing_ok=True)
-    final = folder / f"{safe_name(generation_id)}.mp4"
-    return final if final.is_file() and final.stat().st_size > 0 else None
 
 
 def _charged(batch: GenerationBatch | TemplateGenerationBatch) -> float | None:

@@ -15,8 +15,7 @@ from aiohttp import ClientResponse, web
 from aioresponses import aioresponses
 
 from prism_async import PrismClient, RetryPolicy
-from prism_async._waiting import _engine as _waiter
-from prism_async.testing import FakePrismServer
+from prism_async.testing import FakePrismServer, instant_waits
 from tests.redis_server import RedisServer
 
 
@@ -172,16 +171,10 @@ def assert_key_free(exc: BaseException, key: str = KEY) -> None:
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def sleeps() -> Iterator[list[float]]:
     """A fake clock for waits: record every poll delay instead of sleeping it."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-        await asyncio.sleep(0)
-
-    monkeypatch.setattr(_waiter, "_sleep", fake_sleep)
-    return recorded
+    with instant_waits() as skipped:
+        yield skipped.polls
 
 
 @pytest.fixture

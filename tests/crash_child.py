@@ -26,7 +26,7 @@ from typing import Any
 from prism_async import GenerationRequest, PollPolicy, PrismClient, RunResult
 from prism_async.ledger import SQLiteLedger
 from prism_async.ledger._durable import fingerprint
-from prism_async.runs import _intent
+from prism_async.ledger._intent import intent_of
 
 MODEL = "veo-3.1-fast"
 FAST_POLL = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2, timeout=60.0)
@@ -45,7 +45,7 @@ def request_of(index: int) -> GenerationRequest:
 def key_of(run_id: str, index: int) -> str:
     """The ledger key ``prism.run`` gives request ``index`` (no explicit ``key``): the run id
     and the first 16 hex digits of the request's fingerprint."""
-    return f"{run_id}/{fingerprint(*_intent(request_of(index)))[:16]}"
+    return f"{run_id}/{fingerprint(*intent_of(request_of(index)))[:16]}"
 
 
 def emit(event: str, **fields: Any) -> None:

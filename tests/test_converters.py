@@ -30,9 +30,9 @@ from prism_async._converters import (
     unstructure,
 )
 from prism_async.models.requests import (
-    CreateGenerationRequest,
+    GenerationRequest,
     PresignUploadRequest,
-    TemplateGenerateRequest,
+    TemplateRequest,
 )
 from tests import samples
 
@@ -185,7 +185,7 @@ def test_missing_data_envelope() -> None:
 def test_request_bodies_camel_case_and_unset_fields_left_out() -> None:
     """Generation and presign bodies are camelCase; template bodies snake_case; None is omitted."""
     body = unstructure(
-        CreateGenerationRequest(
+        GenerationRequest(
             prompt="p",
             model_name="veo-3.1",
             aspect_ratio="9:16",
@@ -193,6 +193,7 @@ def test_request_bodies_camel_case_and_unset_fields_left_out() -> None:
             ingredient_image_keys=["a", "b"],
             character_reference_image_keys=["c"],
             start_frame_key="s",
+            key="never-sent",
         )
     )
     assert body == {
@@ -207,8 +208,12 @@ def test_request_bodies_camel_case_and_unset_fields_left_out() -> None:
     presign = unstructure(PresignUploadRequest(kind="upload", content_type="image/png"))
     assert presign == {"kind": "upload", "contentType": "image/png"}
     template = unstructure(
-        TemplateGenerateRequest(
-            variables={}, webhook_url="https://x.test/h", character_variables={"face": "c1"}
+        TemplateRequest(
+            "tpl_1",
+            variables={},
+            webhook_url="https://x.test/h",
+            character_variables={"face": "c1"},
+            key="never-sent",
         )
     )
     assert template == {

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -22,9 +22,9 @@ from prism_async import (
     ResponseValidationError,
     RetryPolicy,
 )
-from prism_async._transport import _retry
 from prism_async._transport._http import HTTPClient, quote_segment
 from prism_async._transport._responses import translate as _translate
+from prism_async.testing import instant_waits
 from tests import samples
 from tests.conftest import KEY, NO_WAIT, cancel_in_flight, free_port
 
@@ -33,13 +33,10 @@ RawServer = Callable[..., Awaitable[tuple[str, list[bytes]]]]
 
 
 @pytest.fixture(autouse=True)
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_sleep() -> Iterator[None]:
     """Retries in these tests do not wait."""
-
-    async def instant(seconds: float) -> None:
-        return None
-
-    monkeypatch.setattr(_retry, "_sleep", instant)
+    with instant_waits():
+        yield
 
 
 def recording_app(seen: list[web.Request], reply: Any = None) -> web.Application:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -20,7 +21,7 @@ from prism_async import (
     RateLimitError,
     RetryPolicy,
 )
-from prism_async._transport import _retry
+from prism_async.testing import instant_waits
 from tests import samples
 from tests.conftest import API, KEY, calls_to
 
@@ -30,15 +31,10 @@ ERROR_BODY = {"error": "server_error", "message": "boom"}
 
 
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+def sleeps() -> Iterator[list[float]]:
     """Record every backoff instead of sleeping it."""
-    recorded: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        recorded.append(seconds)
-
-    monkeypatch.setattr(_retry, "_sleep", fake_sleep)
-    return recorded
+    with instant_waits() as skipped:
+        yield skipped.retries
 
 
 async def create(prism: PrismClient) -> object:
@@ -217,21 +213,16 @@ async def test_retry_after_over_the_cap_raises_at_once(
     assert len(calls_to(mock, "POST", GEN_URL)) == 1
 
 
-async def test_cancellation_during_backoff_passes_through(
-    prism: PrismClient, mock: aioresponses, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cancellation_during_backoff_passes_through(mock: aioresponses) -> None:
     """Cancelling while the client waits to retry raises CancelledError, untouched."""
-    started = asyncio.Event()
-
-    async def slow_sleep(seconds: float) -> None:
-        started.set()
-        await asyncio.sleep(3600)
-
-    monkeypatch.setattr(_retry, "_sleep", slow_sleep)
     mock.get(GET_URL, status=503, payload=ERROR_BODY)
-    task = asyncio.create_task(prism.generations.get("gen_abc123"))
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    slow = RetryPolicy(initial=3600, max_wait=3600, jitter=False)
+    async with PrismClient(KEY, base_url=API, retry=slow) as prism:
+        task = asyncio.create_task(prism.generations.get("gen_abc123"))
+        while not calls_to(mock, "GET", GET_URL):  # attempt 1 answered: now in its backoff
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert len(calls_to(mock, "GET", GET_URL)) == 1

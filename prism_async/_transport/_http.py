@@ -45,7 +45,6 @@ from ._streams import (
     MultipartFile,
     ProgressCallback,
     multipart_form,
-    notify_progress,
     stream_into,
 )
 from ._urls import api_url, quote_segment, redact
@@ -56,7 +55,6 @@ __all__ = [
     "HTTPClient",
     "MultipartFile",
     "ProgressCallback",
-    "notify_progress",
     "quote_segment",
 ]
 

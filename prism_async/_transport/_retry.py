@@ -17,7 +17,6 @@ retryable failure to :func:`resume_with_retries`, where tenacity takes over.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -25,6 +24,7 @@ from typing import TypeVar
 import tenacity
 from attrs import field, frozen, validators
 
+from .._clock import retry_sleep
 from .._errors import APIConnectionError, APIStatusError, FreeTierPausedError, PrismError
 
 __all__ = ["RetryPolicy", "resume_with_retries", "should_retry"]
@@ -98,11 +98,6 @@ class _Wait(tenacity.wait.wait_base):
         return float(self._backoff(retry_state))
 
 
-async def _sleep(seconds: float) -> None:
-    """The sleep used between attempts (a seam for tests)."""
-    await asyncio.sleep(seconds)
-
-
 async def resume_with_retries(
     first: PrismError,
     attempt: Callable[[int], Awaitable[T]],
@@ -140,7 +135,7 @@ async def resume_with_retries(
         retry=tenacity.retry_if_exception(
             lambda exc: should_retry(exc, idempotent=idempotent, policy=policy)
         ),
-        sleep=_sleep,
+        sleep=retry_sleep,
         before_sleep=before_sleep,
         reraise=True,
     )

@@ -17,6 +17,7 @@ from typing import IO
 
 import aiohttp
 
+from .._callbacks import call_maybe_async
 from .._errors import APITimeoutError
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "MultipartFile",
     "ProgressCallback",
     "multipart_form",
-    "notify_progress",
     "stream_into",
 ]
 
@@ -40,13 +40,6 @@ BodyWriter = Callable[[aiohttp.ClientResponse], Awaitable[int]]
 
 MultipartFile = tuple[str, Path, str]
 """``(form field, local path, content type)`` of one file in a multipart body."""
-
-
-async def notify_progress(callback: ProgressCallback, done: int, total: int | None) -> None:
-    """Call a progress callback, awaiting it if it is a coroutine function."""
-    result = callback(done, total)
-    if asyncio.iscoroutine(result):
-        await result
 
 
 def multipart_form(
@@ -86,7 +79,7 @@ async def stream_into(
             await asyncio.to_thread(handle.write, chunk)
             written += len(chunk)
             if on_progress is not None:
-                await notify_progress(on_progress, written, total)
+                await call_maybe_async(on_progress, written, total)
             stall.reschedule(loop.time() + read_timeout)
         return written
 

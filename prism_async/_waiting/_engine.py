@@ -1,4 +1,4 @@
-"""The engine of the waits: PollPolicy, and one poll loop per generation.
+"""The engine of the waits: one poll loop per generation; one, many, as completed.
 
 A wait is one poll loop built on tenacity: it retries on the *result* (the generation is not
 terminal yet) and on transient failures of the status request, with exponential backoff from
@@ -20,94 +20,39 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
-import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import tenacity
-from attrs import field, frozen, validators
 
+from .._callbacks import call_maybe_async
+from .._clock import poll_sleep
 from .._errors import (
     APIConnectionError,
     APIStatusError,
     ClientClosedError,
+    GenerationFailedError,
+    InvalidRequestError,
     ResponseValidationError,
     WaitTimeoutError,
 )
-from ..models.generations import Generation
-from ..models.templates import LatencyEstimate
+from .._validation import check_text
+from ..models.generations import Generation, GenerationBatch
+from ..models.templates import TemplateGenerationBatch
+from ..polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
+from ._tasks import cancel_all
 
 if TYPE_CHECKING:
     from ..webhooks import WebhookHub
 
-__all__ = ["Fetch", "OnUpdate", "PollPolicy", "Waiter"]
+__all__ = ["Fetch", "Waiter"]
 
 logger = logging.getLogger("prism_async")
 
-_non_negative = validators.ge(0.0)
-
-OnUpdate = Callable[[Generation], object] | Callable[[Generation], Awaitable[object]]
-"""``on_update``: a plain or async callable receiving the Generation when its status changes."""
-
 Fetch = Callable[[str], Awaitable[Generation]]
 """One status request for a generation id: a single attempt, no retries of its own."""
-
-
-@frozen
-class PollPolicy:
-    """How a wait for a generation polls its status.
-
-    The first status request comes ``initial_delay`` seconds after the wait starts; then the
-    interval starts at ``interval`` and grows by ``multiplier`` up to ``max_interval``. Each
-    delay is spread by ``jitter`` (a fraction) so many waits do not poll in lock-step. A wait
-    gives up after ``timeout`` seconds.
-    """
-
-    initial_delay: float = field(default=5.0, converter=float, validator=_non_negative)
-    """Seconds before the first status request."""
-    interval: float = field(default=5.0, converter=float, validator=validators.gt(0.0))
-    """First interval between status requests, in seconds."""
-    max_interval: float = field(default=30.0, converter=float, validator=validators.gt(0.0))
-    """Longest interval between status requests, in seconds."""
-    multiplier: float = field(default=1.5, converter=float, validator=validators.ge(1.0))
-    """Growth of the interval after each status request."""
-    jitter: float = field(
-        default=0.1, converter=float, validator=[_non_negative, validators.le(1.0)]
-    )
-    """Random spread of each delay, as a fraction of it: 0.1 = +/-10%. (``RetryPolicy.jitter``
-    is different: a switch for "full jitter" between 0 and the backoff.)"""
-    timeout: float = field(default=900.0, converter=float, validator=validators.gt(0.0))
-    """Seconds before a wait raises ``WaitTimeoutError``."""
-
-    @classmethod
-    def from_latency_estimate(
-        cls, estimate: LatencyEstimate | None, base: PollPolicy | None = None
-    ) -> PollPolicy:
-        """A policy paced by the server's estimate: a steady ``typical / 6``, clamped to 10-30 s.
-
-        This is the cadence the API documentation recommends when a template submission returns
-        ``latency_estimate_sec``. Without a usable estimate, ``base`` (or the defaults) is
-        returned unchanged.
-        """
-        policy = base if base is not None else cls()
-        if estimate is None or estimate.typical is None or estimate.typical <= 0:
-            return policy
-        interval = min(30.0, max(10.0, estimate.typical / 6))
-        return attrs.evolve(policy, interval=interval, max_interval=interval, multiplier=1.0)
-
-    def delay(self, poll_number: int) -> float:
-        """The jittered delay after status request ``poll_number`` (1-based)."""
-        base = min(self.max_interval, self.interval * self.multiplier ** (poll_number - 1))
-        return self.jittered(base)
-
-    def jittered(self, seconds: float) -> float:
-        """``seconds`` spread by +/- ``jitter``."""
-        if not self.jitter:
-            return seconds
-        return seconds * random.uniform(1.0 - self.jitter, 1.0 + self.jitter)
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -171,11 +116,6 @@ def _log_abandoned(generation_id: str, why: str, last: Generation | None) -> Non
     )
 
 
-async def _sleep(seconds: float) -> None:
-    """The sleep between status requests (a seam for tests)."""
-    await asyncio.sleep(seconds)
-
-
 async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
     """Sleep, unless a webhook says the generation is done: then poll at once to confirm."""
     if not hint.is_set():
@@ -185,14 +125,6 @@ async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
         except TimeoutError:
             return
     hint.clear()
-
-
-async def notify(callback: Callable[[Any], object] | None, value: Any) -> None:
-    """Call a user's callback (``on_update``, ``on_queued``) if any, awaiting it when async."""
-    if callback is not None:
-        result = callback(value)
-        if inspect.isawaitable(result):
-            await result
 
 
 class Waiter:
@@ -264,12 +196,12 @@ class Waiter:
             changed = last is None or last.status != generation.status
             last = generation
             if changed:
-                await notify(on_update, generation)
+                await call_maybe_async(on_update, generation)
             return generation
 
         hub = self.hub
         hint: asyncio.Event | None = None
-        sleep: Callable[[float], Awaitable[None]] = _sleep
+        sleep: Callable[[float], Awaitable[None]] = poll_sleep
         normal = policy
         if hub is not None:
             hint = hub.subscribe(generation_id)
@@ -317,3 +249,104 @@ class Waiter:
         if closed:
             raise ClientClosedError(f"the client was closed while waiting for {generation_id}")
         raise WaitTimeoutError(generation_id, timeout, last)
+
+    # -- what the client's methods (and the public functions) forward to ----------------------
+
+    async def one(
+        self,
+        generation_id: str,
+        *,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        on_update: OnUpdate | None,
+    ) -> Generation:
+        """``wait_for_generation``: the completed generation, or GenerationFailedError."""
+        check_text("generation_id", generation_id)
+        policy = poll or self.policy
+        generation = await self.wait(
+            generation_id,
+            timeout=_check_timeout(timeout, policy),
+            policy=policy,
+            on_update=on_update,
+        )
+        if generation.is_failed:
+            raise GenerationFailedError(generation)
+        return generation
+
+    async def many(
+        self,
+        ids: GenerationIds,
+        *,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        on_update: OnUpdate | None,
+        return_exceptions: bool,
+    ) -> list[Any]:
+        """``wait_for_generations``: one wait per distinct id, results in input order."""
+        id_list, policy = self._ids_and_policy(ids, poll)
+        seconds = _check_timeout(timeout, policy)
+        tasks = {
+            generation_id: asyncio.create_task(
+                self.one(generation_id, timeout=seconds, poll=policy, on_update=on_update)
+            )
+            for generation_id in dict.fromkeys(id_list)
+        }
+        try:
+            results = await asyncio.gather(*tasks.values(), return_exceptions=return_exceptions)
+        finally:
+            await cancel_all(tasks.values())
+        by_id = dict(zip(tasks, results, strict=True))
+        return [by_id[generation_id] for generation_id in id_list]
+
+    def as_completed(
+        self, ids: GenerationIds, *, timeout: float | None, poll: PollPolicy | None
+    ) -> AsCompleted:
+        """``as_completed``: checked at once; the waits start when iteration does."""
+        id_list, policy = self._ids_and_policy(ids, poll)
+        seconds = _check_timeout(timeout, policy)
+        return AsCompleted(self._as_completed(list(dict.fromkeys(id_list)), seconds, policy))
+
+    async def _as_completed(
+        self, ids: list[str], timeout: float, policy: PollPolicy
+    ) -> AsyncGenerator[Generation, None]:
+        tasks = [
+            asyncio.create_task(
+                self.wait(generation_id, timeout=timeout, policy=policy, on_update=None)
+            )
+            for generation_id in ids
+        ]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                yield await next_done
+        finally:
+            await cancel_all(tasks)
+
+    def _ids_and_policy(
+        self, ids: GenerationIds, poll: PollPolicy | None
+    ) -> tuple[list[str], PollPolicy]:
+        """The ids to wait for, and the policy.
+
+        A template batch's latency estimate tunes the *default* cadence; a policy given to the
+        call or to the client is used as is.
+        """
+        policy = poll or self.policy
+        if isinstance(ids, TemplateGenerationBatch):
+            if poll is None and not self.policy_given:
+                policy = PollPolicy.from_latency_estimate(ids.latency_estimate, self.policy)
+            return ids.ids, policy
+        if isinstance(ids, GenerationBatch):
+            return ids.ids, policy
+        if isinstance(ids, str):
+            raise InvalidRequestError("ids", "must be a list of generation ids, not one string")
+        id_list = list(ids)
+        for index, generation_id in enumerate(id_list):
+            check_text(f"ids[{index}]", generation_id)
+        return id_list, policy
+
+
+def _check_timeout(timeout: float | None, policy: PollPolicy) -> float:
+    if timeout is None:
+        return policy.timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise InvalidRequestError("timeout", "must be a positive number of seconds")
+    return float(timeout)

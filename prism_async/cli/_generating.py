@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import to_dict
-from ..resources.generations import generation_body
-from ..resources.templates import template_body
+from ..models.requests import GenerationRequest, TemplateRequest
 from ._context import Context
 from ._files import FILE_OR_KEY, FILE_OR_KEY_RULE, Files
 from ._registry import EXIT_OK, UsageError, command
@@ -103,7 +102,7 @@ async def generate(ctx: Context) -> int:
         "has_audio": True if args.audio else None,
         "template_id": args.template_id,
     }
-    generation_body(**request, **files.typed())  # the rest is checked before any upload
+    GenerationRequest(**request, **files.typed())  # the rest is checked before any upload
     request.update(await files.keys(ctx.upload))
     batch = await ctx.prism.generations.create(**request)
     credits = batch.metadata.credits_charged
@@ -174,7 +173,7 @@ async def template(ctx: Context) -> int:
         if value.startswith("@"):
             files.one(key, f"--var {key}", value[1:], file=True)
     files.check()
-    template_body(args.template_id, variables, characters, args.webhook_url)  # before uploads
+    TemplateRequest(args.template_id, variables, characters, args.webhook_url)  # before uploads
     variables.update(await files.keys(ctx.upload))
     batch = await ctx.prism.templates.generate(
         args.template_id,

@@ -25,7 +25,7 @@ from ._durable import fingerprint
 from ._model import Submission, SubmissionState
 
 if TYPE_CHECKING:
-    from ..runs import GenerationRequest, TemplateRequest
+    from ..models.requests import GenerationRequest, TemplateRequest
 
     Request: TypeAlias = GenerationRequest | TemplateRequest
 

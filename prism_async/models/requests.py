@@ -1,36 +1,137 @@
-"""Request bodies, as plain models. The converter decides their wire names (camelCase or not)."""
+"""Request objects: the one definition of each endpoint's arguments, and of the rule that checks
+each one. The converter decides their wire names (camelCase or not).
+
+Each field of :class:`GenerationRequest` and :class:`TemplateRequest` carries its rule (a
+function ``(field name, value) -> normalised value`` that raises ``InvalidRequestError``): a
+request is checked and normalised when it is built, before anything can be sent. Adding an
+argument to ``generations.create`` is one field here (with its rule) and one keyword in
+``create``'s signature.
+"""
 
 from __future__ import annotations
 
-from attrs import frozen
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from attrs import field, frozen
+
+from .._errors import InvalidRequestError
+from .._validation import (
+    ASPECT_RATIOS,
+    check_choice,
+    check_count,
+    check_http_url,
+    check_str_list,
+    check_str_map,
+    check_text,
+    normalize_duration,
+    optional_text,
+)
 
 __all__ = [
     "CreateCharacterRequest",
-    "CreateGenerationRequest",
+    "GenerationRequest",
     "PresignUploadRequest",
-    "TemplateGenerateRequest",
+    "TemplateRequest",
 ]
+
+Rule = Callable[[str, Any], Any]
+"""Checks one argument: ``(field name, value) -> normalised value``, or InvalidRequestError."""
+
+_RULE = "prism_rule"
+
+
+def _rule(rule: Rule) -> dict[str, Rule]:
+    return {_RULE: rule}
+
+
+def _key(name: str, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InvalidRequestError(name, "must be a non-empty string")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidRequestError(name, "must be True or False")
+    return value
+
+
+def _checked(request: Any) -> None:
+    """Run every field's rule and keep the normalised values (requests are frozen)."""
+    for a in attrs.fields(type(request)):
+        rule = a.metadata.get(_RULE)
+        if rule is not None:
+            object.__setattr__(request, a.name, rule(a.name, getattr(request, a.name)))
 
 
 @frozen
-class CreateGenerationRequest:
-    """Body of ``POST /api/generations`` (sent camelCase, unset fields left out)."""
+class GenerationRequest:
+    """One ``generations.create``: its keyword arguments, checked and normalised when built.
 
-    prompt: str
-    model_name: str
-    aspect_ratio: str | None = None
-    duration: str | None = None
-    resolution: str | None = None
-    count: int | None = None
-    has_audio: bool | None = None
-    start_frame_key: str | None = None
-    end_frame_key: str | None = None
-    ingredient_image_keys: list[str] | None = None
-    character_reference_image_keys: list[str] | None = None
-    source_video_key: str | None = None
-    reference_video_keys: list[str] | None = None
-    audio_key: str | None = None
-    template_id: str | None = None
+    The body of ``POST /api/generations`` (sent camelCase, unset fields left out, ``key``
+    never sent), and one request of ``prism.run``.
+    """
+
+    prompt: str = field(metadata=_rule(check_text))
+    model_name: str = field(metadata=_rule(check_text))
+    aspect_ratio: str | None = field(
+        default=None, metadata=_rule(lambda n, v: check_choice(n, v, ASPECT_RATIOS))
+    )
+    duration: str | int | None = field(
+        default=None, metadata=_rule(lambda _, v: normalize_duration(v))
+    )
+    """``"8s"`` or ``8``: kept as ``"8s"``."""
+    resolution: str | None = field(default=None, metadata=_rule(optional_text))
+    count: int | None = field(default=None, metadata=_rule(lambda _, v: check_count(v)))
+    has_audio: bool | None = field(default=None, metadata=_rule(_bool))
+    start_frame_key: str | None = field(default=None, metadata=_rule(optional_text))
+    end_frame_key: str | None = field(default=None, metadata=_rule(optional_text))
+    ingredient_image_keys: list[str] | None = field(default=None, metadata=_rule(check_str_list))
+    character_reference_image_keys: list[str] | None = field(
+        default=None, metadata=_rule(check_str_list)
+    )
+    source_video_key: str | None = field(default=None, metadata=_rule(optional_text))
+    reference_video_keys: list[str] | None = field(default=None, metadata=_rule(check_str_list))
+    audio_key: str | None = field(default=None, metadata=_rule(optional_text))
+    template_id: str | None = field(default=None, metadata=_rule(optional_text))
+    key: str | None = field(default=None, metadata=_rule(_key))
+    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
+
+    def __attrs_post_init__(self) -> None:
+        _checked(self)
+
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``generations.create`` (``key`` aside)."""
+        return {a.name: getattr(self, a.name) for a in attrs.fields(type(self)) if a.name != "key"}
+
+
+@frozen
+class TemplateRequest:
+    """One ``templates.generate``: its arguments, checked and normalised when built.
+
+    The body of ``POST /api/templates/:id/generate`` (sent snake_case; ``template_id`` goes in
+    the path and ``key`` is never sent), and one request of ``prism.run``.
+    """
+
+    template_id: str = field(metadata=_rule(check_text))
+    variables: Mapping[str, str] | None = field(
+        default=None, metadata=_rule(lambda n, v: check_str_map(n, v if v is not None else {}))
+    )
+    """Variable key -> value; None is sent as ``{}``."""
+    character_variables: Mapping[str, str] | None = field(
+        default=None,
+        metadata=_rule(
+            lambda n, v: None if v is None else check_str_map(n, v, allow_empty_values=False)
+        ),
+    )
+    webhook_url: str | None = field(default=None, metadata=_rule(check_http_url))
+    key: str | None = field(default=None, metadata=_rule(_key))
+    """The ledger key; derived from the request itself when None (see ``prism.run``)."""
+
+    def __attrs_post_init__(self) -> None:
+        _checked(self)
 
 
 @frozen
@@ -40,15 +141,6 @@ class PresignUploadRequest:
     kind: str
     content_type: str
     file_name: str | None = None
-
-
-@frozen
-class TemplateGenerateRequest:
-    """Body of ``POST /api/templates/:id/generate`` (sent snake_case)."""
-
-    variables: dict[str, str]
-    webhook_url: str | None = None
-    character_variables: dict[str, str] | None = None
 
 
 @frozen

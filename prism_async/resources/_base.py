@@ -1,4 +1,5 @@
-"""What every resource namespace shares: the HTTP layer, and walking pages."""
+"""What every resource namespace shares: what it is built with, the ledger-guarded submit of a
+paid request, and walking pages."""
 
 from __future__ import annotations
 
@@ -6,24 +7,66 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from .. import _rules
+from .._errors import InvalidRequestError
 from .._rules import Paging
+from .._transport._http import HTTPClient
 from .._validation import check
+from ..ledger._intent import intent_of
+from ..ledger._model import Submission
 from ..models.common import Page
+from ..models.requests import GenerationRequest, TemplateRequest
 
 if TYPE_CHECKING:
-    from .._client import PrismClient
+    from ..ledger._durable import Durable
 
 __all__ = ["Resource", "page_params", "paginate"]
 
 T = TypeVar("T")
+B = TypeVar("B")
 
 
 class Resource:
-    """Base of the namespaces (``prism.generations`` and the like)."""
+    """Base of the namespaces (``prism.generations`` and the like).
 
-    def __init__(self, client: PrismClient) -> None:
-        self._client = client
-        self._http = client._http
+    Args:
+        http: sends the requests.
+        durable: the client's ledger rules, or None (no ledger).
+    """
+
+    def __init__(self, http: HTTPClient, durable: Durable | None = None) -> None:
+        self._http = http
+        self._durable = durable
+
+    def _check_key(self, key: str | None) -> None:
+        if key is not None and self._durable is None:
+            raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
+
+    async def _paid(
+        self,
+        request: GenerationRequest | TemplateRequest,
+        send: Callable[[], Awaitable[B]],
+        *,
+        summary: dict[str, object],
+        ids_of: Callable[[B], list[str]],
+        credits_of: Callable[[B], float | None],
+        replay: Callable[[Submission], B],
+    ) -> B:
+        """Send a paid request; with its ``key`` (and a ledger), at most once ever: a key
+        already accepted returns ``replay`` of its record and sends nothing."""
+        key, durable = request.key, self._durable
+        if key is None or durable is None:
+            return await send()
+        kind, body = intent_of(request)
+        return await durable.submit(
+            key,
+            kind=kind,
+            body=body,
+            request=summary,
+            send=send,
+            ids_of=ids_of,
+            credits_of=credits_of,
+            replay=replay,
+        )
 
 
 def page_params(

@@ -5,49 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._callbacks import call_maybe_async
 from .._converters import structure, structure_data, unstructure
-from .._errors import (
-    GenerationFailedError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    PrismError,
-)
-from .._transport._http import ProgressCallback
-from .._validation import (
-    ASPECT_RATIOS,
-    check_choice,
-    check_count,
-    check_str_list,
-    check_text,
-    normalize_duration,
-    optional_text,
-)
-from .._waiting._engine import notify
+from .._errors import GenerationFailedError, InvalidRequestError, PermissionDeniedError, PrismError
+from .._transport._http import HTTPClient, ProgressCallback
+from .._validation import check_text
+from .._waiting._engine import Fetch, Waiter
+from ..ledger._downloads import safe_name
 from ..ledger._model import Submission
 from ..models.generations import Generation, GenerationBatch, GenerationMetadata, QueuedGeneration
-from ..models.requests import CreateGenerationRequest
-from ..polling import OnUpdate, wait_for_generations
+from ..models.requests import GenerationRequest
+from ..polling import OnUpdate
 from ._base import Resource
 
-__all__ = ["Generations", "OnQueued", "generation_body", "generation_intent"]
+if TYPE_CHECKING:
+    from ..ledger._durable import Durable
+
+__all__ = ["Generations", "OnQueued", "status_fetch"]
 
 logger = logging.getLogger("prism_async")
 
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
-
 OnQueued = Callable[[GenerationBatch], object] | Callable[[GenerationBatch], Awaitable[object]]
 """``on_queued``: a plain or async callable receiving the batch as soon as it is queued."""
-
-
-def safe_name(generation_id: str) -> str:
-    """A generation id as a file name (the video is ``<safe_name>.mp4``)."""
-    return _UNSAFE_FILENAME.sub("_", generation_id)
 
 
 def _prepare_destination(
@@ -61,54 +45,6 @@ def _prepare_destination(
     return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
 
 
-def generation_body(
-    *,
-    prompt: str,
-    model_name: str,
-    aspect_ratio: str | None = None,
-    duration: str | int | None = None,
-    resolution: str | None = None,
-    count: int | None = None,
-    has_audio: bool | None = None,
-    start_frame_key: str | None = None,
-    end_frame_key: str | None = None,
-    ingredient_image_keys: list[str] | None = None,
-    character_reference_image_keys: list[str] | None = None,
-    source_video_key: str | None = None,
-    reference_video_keys: list[str] | None = None,
-    audio_key: str | None = None,
-    template_id: str | None = None,
-) -> CreateGenerationRequest:
-    """The checked, normalised body of ``generations.create`` (InvalidRequestError if bad)."""
-    if has_audio is not None and not isinstance(has_audio, bool):
-        raise InvalidRequestError("has_audio", "must be True or False")
-    return CreateGenerationRequest(
-        prompt=check_text("prompt", prompt),
-        model_name=check_text("model_name", model_name),
-        aspect_ratio=check_choice("aspect_ratio", aspect_ratio, ASPECT_RATIOS),
-        duration=normalize_duration(duration),
-        resolution=optional_text("resolution", resolution),
-        count=check_count(count),
-        has_audio=has_audio,
-        start_frame_key=optional_text("start_frame_key", start_frame_key),
-        end_frame_key=optional_text("end_frame_key", end_frame_key),
-        ingredient_image_keys=check_str_list("ingredient_image_keys", ingredient_image_keys),
-        character_reference_image_keys=check_str_list(
-            "character_reference_image_keys", character_reference_image_keys
-        ),
-        source_video_key=optional_text("source_video_key", source_video_key),
-        reference_video_keys=check_str_list("reference_video_keys", reference_video_keys),
-        audio_key=optional_text("audio_key", audio_key),
-        template_id=optional_text("template_id", template_id),
-    )
-
-
-def generation_intent(json_body: dict[str, Any]) -> dict[str, Any]:
-    """What the ledger fingerprints for a create: the body as sent, an omitted ``count`` being
-    one video (the same request)."""
-    return {"count": 1, **json_body}
-
-
 def _recorded_batch(submission: Submission) -> GenerationBatch:
     """The batch a ledger recorded for a key (ids and charge: what the API said that matters)."""
     ids = submission.generation_ids
@@ -120,8 +56,28 @@ def _recorded_batch(submission: Submission) -> GenerationBatch:
     return GenerationBatch([QueuedGeneration(id=i) for i in ids], metadata=metadata)
 
 
+def status_fetch(http: HTTPClient) -> Fetch:
+    """One status request, no retries: a wait's backoff spaces its requests."""
+
+    async def fetch(generation_id: str) -> Generation:
+        payload = await http.request("GET", ("generations", generation_id), retries=False)
+        return structure(payload, Generation)
+
+    return fetch
+
+
 class Generations(Resource):
-    """Endpoints under ``/api/generations``."""
+    """Endpoints under ``/api/generations``.
+
+    Args:
+        http: sends the requests.
+        durable: the client's ledger rules, or None.
+        waits: the client's wait engine (``create_and_wait``).
+    """
+
+    def __init__(self, http: HTTPClient, durable: Durable | None, waits: Waiter) -> None:
+        super().__init__(http, durable)
+        self._waits = waits
 
     async def create(
         self,
@@ -181,40 +137,23 @@ class Generations(Resource):
             PrismError: any of them: ``maybe_sent`` says whether videos may have been queued
                 (and charged), ``generation_ids`` names them when the answer showed them.
         """
-        durable = self._client._durable
-        if key is not None and durable is None:
-            raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
-        body = generation_body(
-            prompt=prompt,
-            model_name=model_name,
-            aspect_ratio=aspect_ratio,
-            duration=duration,
-            resolution=resolution,
-            count=count,
-            has_audio=has_audio,
-            start_frame_key=start_frame_key,
-            end_frame_key=end_frame_key,
-            ingredient_image_keys=ingredient_image_keys,
-            character_reference_image_keys=character_reference_image_keys,
-            source_video_key=source_video_key,
-            reference_video_keys=reference_video_keys,
-            audio_key=audio_key,
-            template_id=template_id,
-        )
-        json_body = unstructure(body)
+        self._check_key(key)
+        arguments = {name: value for name, value in locals().items() if name != "self"}
+        request = GenerationRequest(**arguments)  # checked: nothing is sent if it is bad
+        json_body = unstructure(request)
 
         async def send() -> GenerationBatch:
             payload = await self._http.request("POST", ("generations",), json_body=json_body)
             return structure_data(payload, GenerationBatch)
 
-        if key is None or durable is None:
-            return await send()
-        return await durable.submit(
-            key,
-            kind="generation",
-            body=generation_intent(json_body),
-            request={"prompt": body.prompt, "model_name": body.model_name, "count": body.count},
-            send=send,
+        return await self._paid(
+            request,
+            send,
+            summary={
+                "prompt": request.prompt,
+                "model_name": request.model_name,
+                "count": request.count,
+            },
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.metadata.credits_charged,
             replay=_recorded_batch,
@@ -252,10 +191,11 @@ class Generations(Resource):
         ids = ", ".join(batch.ids)
         logger.info("queued generations %s", ids)
         try:
-            await notify(on_queued, batch)
-            return await wait_for_generations(
-                self._client, batch.ids, timeout=timeout, on_update=on_update
+            await call_maybe_async(on_queued, batch)
+            generations: list[Generation] = await self._waits.many(
+                batch.ids, timeout=timeout, poll=None, on_update=on_update, return_exceptions=False
             )
+            return generations
         except BaseException as exc:
             logger.warning(
                 "create_and_wait ended by %s; generations queued by this call: %s",
@@ -276,11 +216,6 @@ class Generations(Resource):
         """
         check_text("generation_id", generation_id)
         payload = await self._http.request("GET", ("generations", generation_id))
-        return structure(payload, Generation)
-
-    async def _get_once(self, generation_id: str) -> Generation:
-        """One status request, no retries: a wait's backoff spaces its requests."""
-        payload = await self._http.request("GET", ("generations", generation_id), retries=False)
         return structure(payload, Generation)
 
     async def download(
@@ -339,7 +274,6 @@ class Generations(Resource):
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
-        durable = self._client._durable
-        if durable is not None:
-            await durable.downloaded(generation.id, str(target), target.stat().st_size)
+        if self._durable is not None:
+            await self._durable.downloaded(generation.id, str(target), target.stat().st_size)
         return target

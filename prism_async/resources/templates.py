@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING
+
+import attrs
 
 from .._converters import structure, structure_data, unstructure
-from .._errors import InvalidRequestError
 from .._rules import TEMPLATE_PAGING
-from .._validation import check_http_url, check_query, check_str_map, check_text, optional_text
+from .._transport._http import HTTPClient
+from .._validation import check_query, check_text, optional_text
 from ..ledger._model import Submission
 from ..models.common import Page
-from ..models.requests import TemplateGenerateRequest
+from ..models.requests import TemplateRequest
 from ..models.templates import Template, TemplateGeneration, TemplateGenerationBatch
 from ._base import Resource, page_params, paginate
 
-__all__ = ["Templates", "template_body", "template_intent"]
+if TYPE_CHECKING:
+    from ..ledger._durable import Durable
+    from ..webhooks import WebhookHub
 
-
-def template_body(
-    template_id: str,
-    variables: Mapping[str, str] | None,
-    character_variables: Mapping[str, str] | None,
-    webhook_url: str | None,
-) -> TemplateGenerateRequest:
-    """The checked body of ``templates.generate`` (InvalidRequestError if bad)."""
-    check_text("template_id", template_id)
-    return TemplateGenerateRequest(
-        variables=check_str_map("variables", variables if variables is not None else {}),
-        webhook_url=check_http_url("webhook_url", webhook_url),
-        character_variables=(
-            None
-            if character_variables is None
-            else check_str_map("character_variables", character_variables, allow_empty_values=False)
-        ),
-    )
-
-
-def template_intent(template_id: str, json_body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the ledger fingerprints for a template generation: the template and the body as
-    sent, less ``webhook_url`` (where to report, not what to make)."""
-    intent = {name: value for name, value in json_body.items() if name != "webhook_url"}
-    return {"template_id": template_id, **intent}
+__all__ = ["Templates"]
 
 
 def _recorded_batch(submission: Submission) -> TemplateGenerationBatch:
@@ -54,7 +34,18 @@ def _recorded_batch(submission: Submission) -> TemplateGenerationBatch:
 
 
 class Templates(Resource):
-    """Endpoints under ``/api/templates``."""
+    """Endpoints under ``/api/templates``.
+
+    Args:
+        http: sends the requests.
+        durable: the client's ledger rules, or None.
+        hub: the client's webhook hub, or None (its URLs carry a ledger key, and the waits on
+            what they report poll slowly).
+    """
+
+    def __init__(self, http: HTTPClient, durable: Durable | None, hub: WebhookHub | None) -> None:
+        super().__init__(http, durable)
+        self._hub = hub
 
     async def generate(
         self,
@@ -90,33 +81,33 @@ class Templates(Resource):
                 ledger refuses to send ``key``.
             NotFoundError, InvalidTemplateError, BadRequestError, InsufficientCreditsError.
         """
-        durable = self._client._durable
-        if key is not None and durable is None:
-            raise InvalidRequestError("key", "needs a ledger: PrismClient(ledger=...)")
-        hub = self._client.webhooks
-        keyed_url = webhook_url
-        if key is not None and hub is not None and webhook_url and hub.owns(webhook_url):
-            keyed_url = hub.url_with_key(webhook_url, key)
-        body = template_body(template_id, variables, character_variables, keyed_url)
-        json_body = unstructure(body)
+        self._check_key(key)
+        request = TemplateRequest(  # checked: nothing is sent if it is bad
+            template_id,
+            variables=variables,
+            character_variables=character_variables,
+            webhook_url=webhook_url,
+            key=key,
+        )
+        hub = self._hub
+        ours = hub is not None and webhook_url is not None and hub.owns(webhook_url)
+        if hub is not None and ours and key is not None and webhook_url:
+            request = attrs.evolve(request, webhook_url=hub.url_with_key(webhook_url, key))
+        json_body = unstructure(request)
 
         async def send() -> TemplateGenerationBatch:
             payload = await self._http.request(
                 "POST", ("templates", template_id, "generate"), json_body=json_body
             )
             batch = structure(payload, TemplateGenerationBatch)
-            if hub is not None and webhook_url is not None and hub.owns(webhook_url):
+            if hub is not None and ours:
                 hub.expect(batch.ids)  # their waits can rely on the webhook and poll slowly
             return batch
 
-        if key is None or durable is None:
-            return await send()
-        return await durable.submit(
-            key,
-            kind="template",
-            body=template_intent(template_id, json_body),
-            request={"template_id": template_id},
-            send=send,
+        return await self._paid(
+            request,
+            send,
+            summary={"template_id": template_id},
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.credits_charged,
             replay=_recorded_batch,

@@ -13,10 +13,11 @@ from typing import IO, Any
 from attrs import frozen
 
 from .. import _rules
+from .._callbacks import call_maybe_async
 from .._converters import structure, unstructure
 from .._errors import InvalidRequestError
 from .._rules import UPLOAD_KINDS, UPLOAD_LIMITS
-from .._transport._http import CHUNK_SIZE, ProgressCallback, notify_progress
+from .._transport._http import CHUNK_SIZE, ProgressCallback
 from .._validation import check, optional_text
 from ..models.requests import PresignUploadRequest
 from ..models.uploads import PresignedUpload, UploadedFile
@@ -207,4 +208,4 @@ async def _with_progress(
         yield chunk
         sent += len(chunk)
         if on_progress is not None:
-            await notify_progress(on_progress, sent, total)
+            await call_maybe_async(on_progress, sent, total)

@@ -15,6 +15,7 @@ demos against it, spend no credits, reach no network::
 
 from ._data import MODEL_PRICES, TEMPLATE_PRICE
 from ._faults import Fault
+from ._instant import Sleeps, instant_waits
 from ._server import (
     FakeGeneration,
     FakePrismServer,
@@ -30,7 +31,9 @@ __all__ = [
     "FakePrismServer",
     "Fault",
     "RecordedRequest",
+    "Sleeps",
     "StoredObject",
     "WebhookDelivery",
+    "instant_waits",
 ]
 __all__.sort()
