@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, overload
 
 import aiohttp
-from yarl import URL
 
 from ._errors import InvalidRequestError
 from ._transport._http import HTTPClient
 from ._transport._limiter import admission_for
 from ._transport._retry import RetryPolicy
+from ._transport._settings import check_api_key, check_base_url
 from ._waiting._engine import Waiter
 from .ledger._durable import Durable
 from .models.assets import Asset
@@ -31,47 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
 
 DEFAULT_BASE_URL = "https://www.prismvideos.com/api"
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_base_url(value: str) -> URL:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequestError("base_url", "must be a non-empty http(s) URL")
-    url = URL(value.strip())
-    if url.scheme not in ("http", "https") or not url.host:
-        raise InvalidRequestError("base_url", f"must be an absolute http(s) URL; got {value!r}")
-    if url.user or url.password:
-        raise InvalidRequestError("base_url", "must not carry credentials")
-    if url.query_string or url.fragment:
-        raise InvalidRequestError("base_url", "must not have a query or fragment")
-    if url.scheme == "http" and not _is_loopback(url.host):
-        raise InvalidRequestError(
-            "base_url",
-            f"plain http is only allowed for loopback hosts; use https for {url.host!r}",
-        )
-    return url.with_path(url.path.rstrip("/"))
-
-
-def _check_api_key(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("api_key must be a string")
-    key = value.strip()
-    if not key:
-        raise ValueError(
-            "no API key: pass PrismClient(api_key=...) or set the PRISM_API_KEY "
-            "environment variable"
-        )
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in key):
-        raise ValueError("api_key contains whitespace or control characters")
-    return key
 
 
 class PrismClient:
@@ -128,8 +86,8 @@ class PrismClient:
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("PRISM_API_KEY", "")
-        key = _check_api_key(api_key)
-        url = _check_base_url(base_url or os.environ.get("PRISM_BASE_URL") or DEFAULT_BASE_URL)
+        key = check_api_key(api_key)
+        url = check_base_url(base_url or os.environ.get("PRISM_BASE_URL") or DEFAULT_BASE_URL)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise InvalidRequestError("timeout", "must be a positive number of seconds")
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
