@@ -7,7 +7,9 @@ wait for their videos (or while their POSTs are in flight); arq runs them again 
 worker once their in-progress keys expire (``job_timeout`` + 10 s after they started), and the
 ledger turns each re-run into a replay (or a reconciliation): one POST per job, one download
 per video, every job done. An ambiguous key whose videos the history lists only once they are
-finished keeps its job waiting (deferred, try after try) until it is reconciled and delivered.
+finished keeps its job waiting (deferred, try after try: the recipe's job is the SDK's
+``prism_async.integrations.jobs.create_wait_download`` with ``defer=True``, its ``RetryLater``
+turned into arq's ``Retry``) until it is reconciled and delivered.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """arq jobs that pay for each video once, however often arq runs them."""
 
 import os
-from pathlib import Path
 from typing import Any
 
 from arq import Retry
 from arq.connections import RedisSettings
 
-from prism_async import AmbiguousSubmissionError, PollPolicy, PrismClient, SubmissionInFlightError
-from prism_async.ledger import Ledger, RedisLedger
+from prism_async import PollPolicy, PrismClient
+from prism_async.integrations.jobs import DownloadLeases, RetryLater, create_wait_download
+from prism_async.ledger import RedisLedger
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
-VIDEOS = Path(os.environ.get("VIDEO_DIR", "videos"))
+VIDEOS = os.environ.get("VIDEO_DIR", "videos")
 POLL_SECONDS = float(os.environ.get("POLL_SECONDS", "5"))
 WAIT_SECONDS = int(os.environ.get("WAIT_SECONDS", "900"))  # a wait gives up after 15 min
 RECONCILE_SECONDS = float(os.environ.get("RECONCILE_SECONDS", "30"))
@@ -19,36 +19,29 @@ RECONCILE_SECONDS = float(os.environ.get("RECONCILE_SECONDS", "30"))
 
 async def startup(ctx: dict[str, Any]) -> None:
     # The same Redis as the queue; an ambiguous key is looked up every RECONCILE_SECONDS.
-    ctx["ledger"] = ledger = RedisLedger(REDIS_URL, reconcile_interval=RECONCILE_SECONDS)
+    ledger = RedisLedger(REDIS_URL, reconcile_interval=RECONCILE_SECONDS)
     every = POLL_SECONDS  # a steady poll: one status request per video every POLL_SECONDS
     poll = PollPolicy(initial_delay=every, interval=every, max_interval=every, timeout=WAIT_SECONDS)
     ctx["prism"] = PrismClient(ledger=ledger, poll=poll)  # key from $PRISM_API_KEY
+    ctx["leases"] = DownloadLeases.from_url(REDIS_URL)  # one download of a video at a time
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["prism"].aclose()  # closes the ledger too
+    await ctx["leases"].aclose()
 
 
 async def make_video(ctx: dict[str, Any], key: str, prompt: str) -> list[str]:
-    prism: PrismClient = ctx["prism"]
-    ledger: Ledger = ctx["ledger"]
-    try:  # run again with the same key, it sends nothing: the ledger replays the batch
-        ids = (await prism.generations.create(key=key, prompt=prompt, model_name="veo-3.1")).ids
-    except AmbiguousSubmissionError:  # a run died while sending: find what it queued
-        found = await prism.reconcile(key)
-        if not found.done:  # not listed yet (or never queued: then the next try sends it)
-            raise Retry(defer=ledger.reconcile_interval) from None
-        ids = list(found.generation_ids)
-    except SubmissionInFlightError:  # another worker is sending this key right now
-        raise Retry(defer=15) from None
-    paths = []
-    for video in await prism.wait_for_generations(ids):
-        record = await ledger.generation(video.id)  # did an earlier run download it?
-        path = Path(record.path if record and record.path else VIDEOS / f"{video.id}.mp4")
-        if record is None or not path.is_file() or path.stat().st_size != record.size:
-            path = await prism.generations.download(video, path)
-        paths.append(str(path))
-    return paths
+    request = {"prompt": prompt, "model_name": "veo-3.1"}
+    try:  # run again with the same key, it sends nothing and downloads nothing twice
+        done = await create_wait_download(
+            ctx["prism"], ctx["leases"], key, request, VIDEOS, defer=True
+        )
+    except RetryLater as later:  # a run died mid-POST, the history does not list it yet
+        raise Retry(defer=later.delay) from None
+    if done["state"] != "downloaded":  # failed, timed out, or ambiguous for good
+        raise RuntimeError(f"{key}: {done['state']}: {done['error']}")
+    return list(done["paths"])
 
 
 class WorkerSettings:

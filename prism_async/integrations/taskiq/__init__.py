@@ -29,12 +29,24 @@ a queue runs a job twice (redelivery) or a worker dies mid-job::
 * :class:`Tracker` (the ``prism-async track`` command): follows the ledger's change feed, waits
   on every accepted generation not yet downloaded and enqueues its download task.
 
-See the README's "Running a fleet".
+The jobs, leases and tracker do not depend on taskiq: :mod:`prism_async.integrations.jobs`
+offers the jobs to any other queue (arq, ...). See the README's "Running a fleet".
 """
 
+from .._fleet import (
+    Checkpoint,
+    DownloadLeases,
+    Lease,
+    LeaseLostError,
+    RedisCheckpoint,
+    Tracker,
+    TrackerStats,
+    TrackEvent,
+    create_wait_download,
+    download,
+    submit,
+)
 from ._broker import PrismStreamBroker
-from ._jobs import create_wait_download, download, submit
-from ._leases import DownloadLeases, Lease, LeaseLostError
 from ._streams import DeadLetter, read_dead_letters, requeue_dead_letters
 from ._tasks import (
     CREATE_WAIT_DOWNLOAD_TASK,
@@ -45,7 +57,6 @@ from ._tasks import (
     kick_download,
     prism_client,
 )
-from ._tracker import Checkpoint, RedisCheckpoint, Tracker, TrackerStats, TrackEvent
 
 __all__ = [
     "CREATE_WAIT_DOWNLOAD_TASK",

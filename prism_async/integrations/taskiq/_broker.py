@@ -41,10 +41,10 @@ from redis.exceptions import ResponseError
 from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
+from .._fleet._weather import OUTAGE_ERRORS, Backoff, Outage
 from ._deliveries import DeliveryWatch, HeldMessages, describe
 from ._stopping import StopSignals, reraise_swallowed_cancellation
 from ._streams import declare_lost_group, reclaim
-from ._weather import OUTAGE_ERRORS, Backoff, Outage
 
 __all__ = ["PrismStreamBroker"]
 
@@ -138,7 +138,7 @@ class PrismStreamBroker(RedisStreamBroker):
         self.shutdown_timeout = float(shutdown_timeout)
         self.max_deliveries = int(max_deliveries)
         self.delete_on_ack = delete_on_ack
-        self._outage = Outage(f"queue {queue_name!r}")
+        self._outage = Outage(f"taskiq: queue {queue_name!r}", logger)
         self._held = HeldMessages(self, self._outage)
         self._background: set[asyncio.Task[None]] = set()
         self._heartbeat: asyncio.Task[None] | None = None

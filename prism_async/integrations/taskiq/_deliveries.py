@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio import Redis
 from taskiq import AckableMessage, TaskiqMessage, TaskiqMiddleware, TaskiqResult
 
+from .._fleet._weather import OUTAGE_ERRORS, Backoff, Outage
 from ._streams import HAND_BACK, TOUCH, errors_key
-from ._weather import OUTAGE_ERRORS, Backoff, Outage
 
 if TYPE_CHECKING:
     from ._broker import PrismStreamBroker

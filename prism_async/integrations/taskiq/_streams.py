@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from redis.asyncio import Redis
 from redis.exceptions import LockError, ResponseError
 
-from ._weather import OUTAGE_ERRORS
+from .._fleet._weather import OUTAGE_ERRORS
 
 if TYPE_CHECKING:
     from ._broker import PrismStreamBroker

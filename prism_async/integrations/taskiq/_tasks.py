@@ -17,13 +17,12 @@ from taskiq import AsyncBroker, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.kicker import AsyncKicker
 from taskiq_redis import RedisStreamBroker
 
-from ..._client import PrismClient
-from ..._errors import InvalidRequestError
-from ...ledger import RedisLedger
-from ...ledger._base import check_reconciliation
+from prism_async import InvalidRequestError, PrismClient
+from prism_async.ledger import RedisLedger
+from prism_async.ledger._base import check_reconciliation
+
+from .._fleet import DownloadLeases, as_request, create_wait_download, download, submit
 from ._broker import PrismStreamBroker
-from ._jobs import as_request, create_wait_download, download, submit
-from ._leases import DownloadLeases
 
 __all__ = [
     "CREATE_WAIT_DOWNLOAD_TASK",
@@ -196,7 +195,7 @@ class PrismTasks:
         if client is not None:
             await client.aclose()
         if leases is not None:
-            await leases.redis.aclose()
+            await leases.aclose()
         state.pop("prism", None)
 
     # -- the tasks ---------------------------------------------------------------------------

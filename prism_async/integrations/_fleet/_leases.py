@@ -20,11 +20,11 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ...ledger._model import Owner
+from prism_async.ledger._model import Owner
 
 __all__ = ["DownloadLeases", "Lease", "LeaseLostError"]
 
-logger = logging.getLogger("prism_async.taskiq")
+logger = logging.getLogger("prism_async.fleet")
 
 T = TypeVar("T")
 
@@ -106,6 +106,18 @@ class DownloadLeases:
         self.redis = redis
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl * 1000))
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = "prism:ledger:", ttl: float = 60.0
+    ) -> DownloadLeases:
+        """Leases on the Redis at ``url`` (a :class:`~prism_async.ledger.RedisLedger`'s, with
+        its ``prefix``); :meth:`aclose` closes the connection it opens."""
+        return cls(Redis.from_url(url, decode_responses=True), prefix=prefix, ttl=ttl)
+
+    async def aclose(self) -> None:
+        """Close the Redis connection (the leases held meanwhile end after their ``ttl``)."""
+        await self.redis.aclose()
 
     def key(self, generation_id: str) -> str:
         """The Redis key of a generation's lease."""

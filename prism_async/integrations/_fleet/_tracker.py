@@ -30,26 +30,27 @@ import attrs
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from ..._client import PrismClient
-from ..._errors import (
+from prism_async import (
     AuthenticationError,
     ClientClosedError,
+    Generation,
     GenerationFailedError,
+    GenerationStatus,
     LedgerUnavailableError,
     NotFoundError,
     PermissionDeniedError,
+    PollPolicy,
+    PrismClient,
     PrismError,
     SubmissionInFlightError,
     WaitTimeoutError,
 )
-from ...ledger import Ledger, Submission, SubmissionState
-from ...ledger._model import lease_is_alive
-from ...models.generations import Generation, GenerationStatus
-from ...polling import PollPolicy
+from prism_async.ledger import Ledger, Submission, SubmissionState
+from prism_async.ledger._model import lease_is_alive
 
 __all__ = ["Checkpoint", "RedisCheckpoint", "TrackEvent", "Tracker", "TrackerStats"]
 
-logger = logging.getLogger("prism_async.taskiq")
+logger = logging.getLogger("prism_async.fleet")
 
 T = TypeVar("T")
 
@@ -88,10 +89,12 @@ class RedisCheckpoint:
         self.key = key
 
     async def load(self) -> int:
+        """The saved cursor (0 when none)."""
         value = await self.redis.get(self.key)
         return int(value) if value is not None else 0
 
     async def save(self, cursor: int) -> None:
+        """Remember ``cursor``."""
         await self.redis.set(self.key, cursor)
 
 

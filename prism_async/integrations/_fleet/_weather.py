@@ -1,10 +1,10 @@
 """Redis outages as weather: retry with backoff, one WARNING per outage (not per attempt).
 
-A worker's read loop, heartbeat, acknowledgements and reclaims all go through one
-:class:`Outage` per broker: the first failure logs a WARNING naming what failed, the following
-ones (of any of them) log nothing until a call succeeds again, which logs once that Redis is
-back and how long it was gone. Each caller waits between its tries with its own
-:class:`Backoff`.
+Every long-lived user of Redis (a taskiq worker's read loop, heartbeat, acknowledgements and
+reclaims) goes through one :class:`Outage`: the first failure logs a WARNING naming what
+failed, the following ones (of any of them) log nothing until a call succeeds again, which logs
+once that Redis is back and how long it was gone. Each caller waits between its tries with its
+own :class:`Backoff`. Nothing here depends on a job queue.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 __all__ = ["OUTAGE_ERRORS", "Backoff", "Outage"]
 
-logger = logging.getLogger("prism_async.taskiq")
+logger = logging.getLogger("prism_async.fleet")
 
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What a Redis call raises while the server is down, restarting or unreachable."""
@@ -43,10 +43,16 @@ class Backoff:
 
 
 class Outage:
-    """Whether Redis is unreachable for this broker, and the log lines that say so."""
+    """Whether Redis is unreachable for one user of it, and the log lines that say so.
 
-    def __init__(self, name: str) -> None:
+    Args:
+        name: who is affected, the start of each log line (``"taskiq: queue 'q'"``).
+        log: the logger of those lines (default ``prism_async.fleet``).
+    """
+
+    def __init__(self, name: str, log: logging.Logger | None = None) -> None:
         self.name = name
+        self.log = log or logger
         self._since: float | None = None
 
     @property
@@ -57,11 +63,11 @@ class Outage:
     def failed(self, doing: str, error: BaseException) -> None:
         """A call failed: a WARNING if it is the first failure of this outage."""
         if self._since is not None:
-            logger.debug("taskiq: %s: %s failed again: %s", self.name, doing, error)
+            self.log.debug("%s: %s failed again: %s", self.name, doing, error)
             return
         self._since = time.monotonic()
-        logger.warning(
-            "taskiq: %s: Redis is unreachable (%s failed: %s: %s); retrying with backoff",
+        self.log.warning(
+            "%s: Redis is unreachable (%s failed: %s: %s); retrying with backoff",
             self.name,
             doing,
             type(error).__name__,
@@ -73,4 +79,4 @@ class Outage:
         if self._since is None:
             return
         lasted, self._since = time.monotonic() - self._since, None
-        logger.warning("taskiq: %s: Redis is back after %.1f s", self.name, lasted)
+        self.log.warning("%s: Redis is back after %.1f s", self.name, lasted)
