@@ -18,6 +18,7 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BudgetExceededError,
     ClientClosedError,
     FreeTierPausedError,
     GenerationFailedError,
@@ -38,6 +39,7 @@ from ._errors import (
 )
 from ._transport._retry import RetryPolicy
 from ._version import __version__
+from .ledger._prices import Quote
 from .models import (
     Asset,
     Character,
@@ -74,6 +76,7 @@ __all__ = [
     "Asset",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "Character",
     "ClientClosedError",
     "FreeTierPausedError",
@@ -99,6 +102,7 @@ __all__ = [
     "PrismClient",
     "PrismError",
     "QueuedGeneration",
+    "Quote",
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",

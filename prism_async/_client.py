@@ -16,6 +16,8 @@ from ._transport._retry import RetryPolicy
 from ._transport._settings import check_api_key, check_base_url
 from ._waiting._engine import Waiter
 from .ledger._durable import Durable
+from .ledger._prices import Quote
+from .ledger._spending import Spending, quote
 from .models.assets import Asset
 from .models.generations import Generation
 from .polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
@@ -59,6 +61,15 @@ class PrismClient:
             for durable submissions: ``key=`` on ``generations.create`` and
             ``templates.generate``; waits and downloads record what they learn. The client
             closes it when it closes. A ``RedisLedger`` also shares 429 pauses with its fleet.
+            With a ledger, every accepted submission records its charge (``ledger.spend``)
+            and teaches the ledger its price (``quote``).
+        budget: the name of a ledger budget (``ledger.set_budget``): every paid POST first
+            reserves its quoted price there, atomically across every process sharing the
+            ledger, and raises :class:`~prism_async.BudgetExceededError` (nothing sent) when
+            it cannot. Needs a ledger.
+        pause_on_402: seconds a 402 seen by this client pauses the paid POSTs of every
+            process sharing its ledger (they raise ``InsufficientCreditsError`` unsent; then
+            one probe goes through).
 
     The settings (``base_url``, ``timeout``, ``retry``, ``poll``, ``webhooks``) are read-only:
     make another client to change them.
@@ -83,6 +94,8 @@ class PrismClient:
         session: aiohttp.ClientSession | None = None,
         webhooks: WebhookHub | None = None,
         ledger: Ledger | None = None,
+        budget: str | None = None,
+        pause_on_402: float = 60.0,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("PRISM_API_KEY", "")
@@ -118,6 +131,27 @@ class PrismClient:
             if not isinstance(ledger, Ledger):
                 raise InvalidRequestError("ledger", "must be a prism_async.ledger.Ledger")
             self._durable = Durable(ledger, timeout=float(timeout))
+        if budget is not None and (ledger is None or not isinstance(budget, str) or not budget):
+            why = "needs a ledger: PrismClient(ledger=..., budget=...)" if ledger is None else (
+                "must be a budget's name (a non-empty string)"
+            )
+            raise InvalidRequestError("budget", why)
+        if (
+            isinstance(pause_on_402, bool)
+            or not isinstance(pause_on_402, int | float)
+            or pause_on_402 < 0
+        ):
+            raise InvalidRequestError("pause_on_402", "must be seconds, 0 or more")
+        self._spending = (
+            Spending(
+                ledger,
+                budget=budget,
+                pause_on_402=float(pause_on_402),
+                timeout=float(timeout),
+            )
+            if ledger is not None
+            else None
+        )
         self._webhooks = webhooks
         self._base_url = str(url)
         self._timeout = float(timeout)
@@ -139,8 +173,9 @@ class PrismClient:
             hub=webhooks,
             on_done=durable.finished if durable is not None else None,
         )
-        self.generations = Generations(self._http, durable, self._waiter)
-        self.templates = Templates(self._http, durable, webhooks)
+        spending = self._spending
+        self.generations = Generations(self._http, durable, spending, self._waiter)
+        self.templates = Templates(self._http, durable, spending, webhooks)
         self.uploads = Uploads(self._http)
         self.characters = Characters(self._http)
         self.assets = Assets(self._http)
@@ -179,6 +214,24 @@ class PrismClient:
     def ledger(self) -> Ledger | None:
         """The ledger of durable submissions, or None."""
         return self._durable.ledger if self._durable is not None else None
+
+    async def quote(self, request: GenerationRequest | TemplateRequest) -> Quote:
+        """What ``request`` would cost, from the prices the ledger learnt from what the API
+        charged before (shared by every process using the ledger).
+
+        Returns:
+            ``Quote(credits, basis, samples)``: ``basis`` ``"seen"`` (this exact shape was
+            charged: its latest charge), ``"estimated"`` (the per-video price of the same
+            model and settings, times ``count``) or ``"unknown"`` (``credits`` None).
+
+        Raises:
+            InvalidRequestError: no ledger, or not a request object.
+        """
+        if self._spending is None:
+            raise InvalidRequestError("ledger", "quote needs PrismClient(ledger=...)")
+        if not isinstance(request, GenerationRequest | TemplateRequest):
+            raise InvalidRequestError("request", "must be a GenerationRequest or TemplateRequest")
+        return await quote(self._spending.ledger, request)
 
     async def reconcile(self, key: str, *, wait: bool = False) -> Submission:
         """Settle an ambiguous prompt submission from the account's history, if it can be.

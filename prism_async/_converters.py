@@ -48,7 +48,7 @@ _MILLISECONDS = re.compile(r"-?\d+(?:\.\d+)?")
 _CAMEL_BODIES: tuple[type, ...] = (GenerationRequest, PresignUploadRequest)
 _SNAKE_BODIES: tuple[type, ...] = (TemplateRequest, CreateCharacterRequest)
 _PATH_PARAMS: dict[type, tuple[str, ...]] = {TemplateRequest: ("template_id",)}
-"""Arguments sent in the URL, not the body (a ledger ``key`` is never sent at all)."""
+"""Arguments sent in the URL, not the body (a ledger ``key`` and ``labels`` are never sent)."""
 
 
 def _camel(name: str) -> str:
@@ -159,7 +159,7 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
         renames: dict[str, Any] = {}
         if body in _CAMEL_BODIES:
             renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(body)}
-        for name in ("key", *_PATH_PARAMS.get(body, ())):  # never in the body
+        for name in ("key", "labels", *_PATH_PARAMS.get(body, ())):  # never in the body
             if name in attrs.fields_dict(body):
                 renames[name] = override(omit=True)
         conv.register_unstructure_hook(

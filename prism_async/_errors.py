@@ -26,6 +26,8 @@ Every exception the SDK raises derives from :class:`PrismError`::
     ├── AmbiguousSubmissionError      a ledger key that may have been queued (.key .submission)
     ├── SubmissionConflictError       a ledger key reused for another request (.key)
     ├── SubmissionInFlightError       a ledger key a live process is sending (.key)
+    ├── BudgetExceededError           a budget cannot hold a paid request's price (.budget
+    │                                 .max_credits .spent .reserved .needed); nothing sent
     └── LedgerUnavailableError        the ledger (Redis, a database) cannot be reached (.ledger)
 
 ``asyncio.CancelledError`` is never caught, wrapped or replaced.
@@ -63,6 +65,7 @@ __all__ = [
     "AmbiguousSubmissionError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceededError",
     "ClientClosedError",
     "FreeTierPausedError",
     "GenerationFailedError",
@@ -172,7 +175,13 @@ class AuthenticationError(APIStatusError):
 
 
 class InsufficientCreditsError(APIStatusError):
-    """402 ``insufficient_credits``: the account does not have enough credits."""
+    """402 ``insufficient_credits``: the account does not have enough credits.
+
+    Raised without sending, too, while paid requests are paused after a 402 seen by any
+    process sharing the ledger: then ``paused_until`` says until when.
+    """
+
+    paused_until: datetime | None = None
 
 
 class PermissionDeniedError(APIStatusError):
@@ -302,6 +311,38 @@ class SubmissionInFlightError(PrismError):
     def __init__(self, key: str) -> None:
         super().__init__(f"the submission {key!r} is being sent by a live process")
         self.key = key
+
+
+class BudgetExceededError(PrismError):
+    """A paid request whose quoted price the client's budget cannot hold: nothing was sent.
+
+    Attributes:
+        budget: the budget's name.
+        max_credits: its cap.
+        spent: what it was charged (within its window).
+        reserved: what paid requests in flight (or not settled yet) hold.
+        needed: what this request would have reserved (its quote), or None (unknown price).
+    """
+
+    def __init__(
+        self,
+        budget: str,
+        *,
+        max_credits: float,
+        spent: float,
+        reserved: float,
+        needed: float | None,
+    ) -> None:
+        wanted = "an unknown price" if needed is None else f"{needed:g} credits"
+        super().__init__(
+            f"budget {budget!r} cannot hold {wanted}: {spent:g} spent and {reserved:g} reserved "
+            f"of {max_credits:g}; nothing was sent"
+        )
+        self.budget = budget
+        self.max_credits = max_credits
+        self.spent = spent
+        self.reserved = reserved
+        self.needed = needed
 
 
 class LedgerUnavailableError(PrismError):

@@ -343,7 +343,15 @@ def test_a_group_is_one_declaration_and_one_per_subcommand() -> None:
     assert list(subparsers.choices) == list(COMMANDS)
     ledger = COMMANDS["ledger"]
     assert ledger.handler is None
-    assert list(ledger.subcommands) == ["list", "show", "resolve", "reconcile", "dead-letters"]
+    assert list(ledger.subcommands) == [
+        "list",
+        "show",
+        "resolve",
+        "reconcile",
+        "dead-letters",
+        "spend",
+        "budget",
+    ]
     assert ledger.subcommands["reconcile"].full_name == "ledger reconcile"
     args = parser.parse_args(["ledger", "show", "k", "--ledger", "x.db"])
     assert (args.command, args.ledger_subcommand, args.key, args.ledger) == (

@@ -15,6 +15,8 @@ from tests import samples
 from tests.conftest import API, KEY, calls_to
 
 EXPECTED_PUBLIC = {
+    "BudgetExceededError",
+    "Quote",
     "AmbiguousSubmissionError",
     "GenerationRequest",
     "RunResult",

@@ -138,6 +138,15 @@ async def test_a_402_stops_further_submissions(fake: FakePrismServer, tmp_path: 
     assert isinstance(results["batch/2"].error, InsufficientCreditsError)
     assert posts(fake) == 3
     fake.credits = 10_000
+    # The 402 paused paid POSTs for every process on the ledger (pause_on_402, 60 s): a run
+    # at once is refused without sending, until the pause ends (or is cleared).
+    paused = await run_all(fake, tmp_path / "l.db", prompts(5), concurrency=1)
+    assert [paused[f"batch/{i}"].state for i in range(2, 5)] == ["rejected", "skipped", "skipped"]
+    assert isinstance(paused["batch/2"].error, InsufficientCreditsError)
+    assert paused["batch/2"].error.paused_until is not None
+    assert posts(fake) == 3
+    async with SQLiteLedger(tmp_path / "l.db") as ledger:
+        await ledger.clear_paid_pause()
     again = await run_all(fake, tmp_path / "l.db", prompts(5), concurrency=1)
     assert [again[f"batch/{i}"].state for i in range(5)] == ["completed"] * 5
     assert posts(fake) == 6  # the rejected one sent again, the skipped ones for the first time

@@ -23,6 +23,7 @@ flight, and how to settle it).
 # The command modules, imported for their declarations, in the order of ``--help``.
 from . import _generating, _running, _transfers, _browsing, _offline, _ledger, _track  # noqa: F401  # isort: skip
 from . import _dead_letters  # noqa: F401  # isort: skip  (ledger dead-letters)
+from . import _spend  # noqa: F401  # isort: skip  (ledger spend, ledger budget)
 from ._main import main
 from ._registry import (
     EXIT_API,

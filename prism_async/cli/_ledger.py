@@ -58,7 +58,7 @@ def _credits(credits: float | None) -> str:
 
 group(
     "ledger",
-    help="list, show, resolve or reconcile durable submissions",
+    help="durable submissions (list, show, resolve, reconcile) and spend (spend, budget)",
     options=ledger_option,
 )
 
@@ -135,7 +135,8 @@ async def ledger_show(ctx: Context) -> int:
 def _fields(submission: Submission) -> list[tuple[str, object]]:
     """What ``show`` prints of a submission, by label."""
     s = submission
-    request = ", ".join(f"{k}={v!r}" for k, v in sorted(s.request.items()) if v is not None)
+    shown = {k: v for k, v in s.request.items() if v is not None and k != "shape"}
+    request = ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items()))
     fields: list[tuple[str, object]] = [
         ("key", s.key),
         ("kind", s.kind),

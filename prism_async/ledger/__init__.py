@@ -18,7 +18,16 @@ See the README's "Durable runs" for the states and what to do with an ambiguous 
 from typing import TYPE_CHECKING, Any
 
 from ._base import Ledger
-from ._model import GenerationRecord, Submission, SubmissionState
+from ._model import (
+    Budget,
+    Charge,
+    GenerationRecord,
+    Reservation,
+    SpendRow,
+    Submission,
+    SubmissionState,
+)
+from ._prices import Quote
 
 if TYPE_CHECKING:
     from ._redis import RedisLedger
@@ -40,10 +49,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Budget",
+    "Charge",
     "GenerationRecord",
     "Ledger",
+    "Quote",
     "RedisLedger",
+    "Reservation",
     "SQLiteLedger",
+    "SpendRow",
     "Submission",
     "SubmissionState",
 ]

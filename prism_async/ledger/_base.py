@@ -16,6 +16,8 @@ import attrs
 
 from .._errors import InvalidRequestError
 from ._model import GenerationRecord, Submission, SubmissionState, lease_is_alive
+from ._money import Money
+from ._spending import settle_money
 
 __all__ = ["Ledger", "check_reconciliation"]
 
@@ -44,7 +46,7 @@ def check_reconciliation(
     )
 
 
-class Ledger(abc.ABC):
+class Ledger(Money, abc.ABC):
     """Where durable submissions are kept (:class:`SQLiteLedger`, or your own backend).
 
     Pass one to ``PrismClient(ledger=...)``; then ``key=`` on ``generations.create`` and
@@ -217,4 +219,5 @@ class Ledger(abc.ABC):
             if await self.swap(current, new):
                 for generation_id in new.generation_ids if not not_sent else ():
                     await self.record(GenerationRecord(generation_id, key=key))
+                await settle_money(self, new)  # its charge at the price seen, or its release
                 return new

@@ -36,6 +36,7 @@ from ..models.generations import Generation
 from ._base import Ledger
 from ._model import GenerationRecord, Owner, Submission, SubmissionState, lease_is_alive
 from ._reconciling import DEAD_LEASE, Reconciling
+from ._spending import settle_money
 from ._writer import GroupWriter
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ logger = logging.getLogger("prism_async.ledger")
 
 T = TypeVar("T")
 S = SubmissionState
+_SETTLED = frozenset({S.ACCEPTED, S.RECONCILED, S.REJECTED})
 
 
 def fingerprint(kind: str, body: dict[str, Any]) -> str:
@@ -280,7 +282,11 @@ class Durable(Reconciling):
         new = attrs.evolve(current, updated_at=_now(), version=current.version + 1, **changes)
         if new.state != current.state:
             _log(new, logging.WARNING if new.state == S.AMBIGUOUS else logging.INFO)
-        return new if await self.ledger.swap(current, new) else None
+        if not await self.ledger.swap(current, new):
+            return None
+        if new.state != current.state and new.state in _SETTLED:
+            await settle_money(self.ledger, new)  # its charge, or its reservation released
+        return new
 
     async def _settle(self, claimed: Submission, **changes: Any) -> None:
         """Record the outcome of our attempt, even if the row moved on (a stale lease that

@@ -12,7 +12,16 @@ from typing import Any
 
 from attrs import field, frozen
 
-__all__ = ["GenerationRecord", "Owner", "Submission", "SubmissionState"]
+__all__ = [
+    "Budget",
+    "Charge",
+    "GenerationRecord",
+    "Owner",
+    "Reservation",
+    "SpendRow",
+    "Submission",
+    "SubmissionState",
+]
 
 
 class SubmissionState:
@@ -72,6 +81,12 @@ class Submission:
     def done(self) -> bool:
         """Whether its generation ids are known (``accepted`` or ``reconciled``)."""
         return self.state in SubmissionState.DONE
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels it was submitted with (kept in ``request``)."""
+        labels = self.request.get("labels")
+        return dict(labels) if isinstance(labels, dict) else {}
 
 
 @frozen
@@ -155,3 +170,92 @@ def lease_is_alive(submission: Submission, now: datetime) -> bool:
         return False
     owner = Owner.parse(submission.lease_owner or "")
     return owner is not None and not owner.is_gone()
+
+
+@frozen
+class Charge:
+    """One accepted paid submission as spend reports and budgets count it (one per ``id``)."""
+
+    id: str
+    """Its ledger key, or ``~<random>`` for a submission made without a key."""
+    at: datetime
+    """When the API accepted it (a budget's rolling window counts from here)."""
+    credits: float
+    """What it was charged (the API's figure; the price seen for its shape when unknown)."""
+    kind: str
+    """``generation`` or ``template``."""
+    model: str
+    """The model name, or the template id of a template submission."""
+    shape: str
+    """The priced shape: the request fields that set the price (see ``prism.quote``)."""
+    count: int = 1
+    """Videos it queued (asked for)."""
+    labels: dict[str, str] = field(factory=dict)
+    """The submission's labels."""
+    budget: str | None = None
+    """The budget it was made under, if any."""
+
+    @property
+    def run(self) -> str | None:
+        """The run a key belongs to: what precedes its last ``/`` (None without one)."""
+        if self.id.startswith("~") or "/" not in self.id:
+            return None
+        return self.id.rsplit("/", 1)[0]
+
+
+@frozen
+class Reservation:
+    """Credits held against a budget while a paid POST is in flight (or its key unsettled)."""
+
+    id: str
+    """The ledger key of the submission, or ``~<random>`` without a key."""
+    budget: str
+    """The budget it holds credits of."""
+    credits: float
+    """The credits held: the quoted price (0 for a probe of an unknown price)."""
+    at: datetime
+    """When it was made."""
+    charge: Charge
+    """What it becomes once accepted (``credits`` then the real charge)."""
+    probe: bool = False
+    """A probe of a shape whose price is unknown: one at a time per shape (until
+    ``probe_until``); it counts at its shape's price once that is learnt."""
+    probe_until: datetime | None = None
+    """Until when a probe keeps the other probes of its shape waiting (its sender's request
+    timeout: a probe whose process died stops blocking then)."""
+    expires: datetime | None = None
+    """When an unkeyed reservation lapses (a keyed one holds until its key is settled)."""
+    owner: str | None = None
+    """The process that made it (``host:pid:start``): if it died before its key's row was
+    written, nothing was sent, and the reservation is released."""
+
+
+@frozen
+class Budget:
+    """A cap on the credits the submissions made under it are charged."""
+
+    name: str
+    max_credits: float
+    per: str | None
+    """None for a lifetime cap; ``"day"`` or ``"hour"`` for a rolling 24 h / 60 min window."""
+    spent: float = 0.0
+    """Credits charged to it (within the window, for a rolling budget)."""
+    reserved: float = 0.0
+    """Credits held by submissions in flight or not settled yet."""
+
+    @property
+    def available(self) -> float:
+        """What may still be reserved: ``max_credits - spent - reserved`` (never below 0)."""
+        return max(0.0, self.max_credits - self.spent - self.reserved)
+
+
+@frozen
+class SpendRow:
+    """One group of ``ledger.spend(by=...)``."""
+
+    group: str
+    """The run, ``key=value`` label, model (or template id), UTC day or budget; ``(none)``."""
+    credits: float
+    generations: int
+    """Videos the group's submissions queued."""
+    submissions: int

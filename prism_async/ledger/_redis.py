@@ -4,7 +4,8 @@ redis-py's asyncio client (``pip install "prism-async[redis]"``). Each submissio
 (``v``: its version, ``doc``: the row as JSON); every primitive that changes more than one key
 is one Lua script, so it is atomic; the compare-and-set compares ``v``. Money-safe use needs
 the server to fsync every write (``appendonly yes``, ``appendfsync always``): the ledger checks
-at first use and logs a WARNING when the server says otherwise.
+at first use and logs a WARNING when the server says otherwise. The money primitives (charges,
+budgets, reservations, the 402 pause) are :class:`~prism_async.ledger._redis_money.RedisMoney`'s.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from redis.typing import EncodableT, FieldT
 from .._errors import InvalidRequestError, LedgerUnavailableError
 from ._base import Ledger
 from ._model import GenerationRecord, Submission
+from ._redis_money import RedisMoney
 from ._redis_scripts import INSERT as _INSERT
 from ._redis_scripts import SWAP as _SWAP
 
@@ -86,7 +88,7 @@ def _retrying(
     return call
 
 
-class RedisLedger(Ledger):
+class RedisLedger(RedisMoney, Ledger):
     """A ledger on a Redis server shared by every process of a fleet.
 
     Args:

@@ -52,6 +52,16 @@ def _key(name: str, value: Any) -> str | None:
     return value
 
 
+def _labels(name: str, value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidRequestError(name, "must be a dict of non-empty str keys to str values")
+    return dict(value)
+
+
 def _bool(name: str, value: Any) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise InvalidRequestError(name, "must be True or False")
@@ -70,8 +80,8 @@ def _checked(request: Any) -> None:
 class GenerationRequest:
     """One ``generations.create``: its keyword arguments, checked and normalised when built.
 
-    The body of ``POST /api/generations`` (sent camelCase, unset fields left out, ``key``
-    never sent), and one request of ``prism.run``.
+    The body of ``POST /api/generations`` (sent camelCase, unset fields left out, ``labels``
+    and ``key`` never sent), and one request of ``prism.run``.
     """
 
     prompt: str = field(metadata=_rule(check_text))
@@ -96,6 +106,8 @@ class GenerationRequest:
     reference_video_keys: list[str] | None = field(default=None, metadata=_rule(check_str_list))
     audio_key: str | None = field(default=None, metadata=_rule(optional_text))
     template_id: str | None = field(default=None, metadata=_rule(optional_text))
+    labels: Mapping[str, str] | None = field(default=None, metadata=_rule(_labels))
+    """Kept on the ledger row and its charge (``ledger.spend(by="label")``); never sent."""
     key: str | None = field(default=None, metadata=_rule(_key))
     """The ledger key; derived from the request itself when None (see ``prism.run``)."""
 
@@ -112,7 +124,7 @@ class TemplateRequest:
     """One ``templates.generate``: its arguments, checked and normalised when built.
 
     The body of ``POST /api/templates/:id/generate`` (sent snake_case; ``template_id`` goes in
-    the path and ``key`` is never sent), and one request of ``prism.run``.
+    the path; ``labels`` and ``key`` are never sent), and one request of ``prism.run``.
     """
 
     template_id: str = field(metadata=_rule(check_text))
@@ -127,6 +139,8 @@ class TemplateRequest:
         ),
     )
     webhook_url: str | None = field(default=None, metadata=_rule(check_http_url))
+    labels: Mapping[str, str] | None = field(default=None, metadata=_rule(_labels))
+    """Kept on the ledger row and its charge (``ledger.spend(by="label")``); never sent."""
     key: str | None = field(default=None, metadata=_rule(_key))
     """The ledger key; derived from the request itself when None (see ``prism.run``)."""
 

@@ -4,7 +4,7 @@ paid request, and walking pages."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _rules
 from .._errors import InvalidRequestError
@@ -18,6 +18,7 @@ from ..models.requests import GenerationRequest, TemplateRequest
 
 if TYPE_CHECKING:
     from ..ledger._durable import Durable
+    from ..ledger._spending import Spending
 
 __all__ = ["Resource", "page_params", "paginate"]
 
@@ -31,11 +32,18 @@ class Resource:
     Args:
         http: sends the requests.
         durable: the client's ledger rules, or None (no ledger).
+        spending: the client's spend rules (budget, 402 pause, charges), or None (no ledger).
     """
 
-    def __init__(self, http: HTTPClient, durable: Durable | None = None) -> None:
+    def __init__(
+        self,
+        http: HTTPClient,
+        durable: Durable | None = None,
+        spending: Spending | None = None,
+    ) -> None:
         self._http = http
         self._durable = durable
+        self._spending = spending
 
     def _check_key(self, key: str | None) -> None:
         if key is not None and self._durable is None:
@@ -46,26 +54,39 @@ class Resource:
         request: GenerationRequest | TemplateRequest,
         send: Callable[[], Awaitable[B]],
         *,
-        summary: dict[str, object],
+        summary: dict[str, Any],
         ids_of: Callable[[B], list[str]],
         credits_of: Callable[[B], float | None],
         replay: Callable[[Submission], B],
     ) -> B:
         """Send a paid request; with its ``key`` (and a ledger), at most once ever: a key
-        already accepted returns ``replay`` of its record and sends nothing."""
-        key, durable = request.key, self._durable
-        if key is None or durable is None:
-            return await send()
-        kind, body = intent_of(request)
-        return await durable.submit(
-            key,
-            kind=kind,
-            body=body,
-            request=summary,
-            send=send,
-            ids_of=ids_of,
+        already accepted returns ``replay`` of its record and sends nothing. With a ledger, the
+        spend rules come first (a 402 pause, the budget) and the charge is recorded after."""
+        key, durable, spending = request.key, self._durable, self._spending
+
+        async def submit() -> B:
+            if key is None or durable is None:
+                return await send()
+            kind, body = intent_of(request)
+            return await durable.submit(
+                key,
+                kind=kind,
+                body=body,
+                request=summary,
+                send=send,
+                ids_of=ids_of,
+                credits_of=credits_of,
+                replay=replay,
+            )
+
+        if spending is None:
+            return await submit()
+        return await spending.paid(
+            request,
+            submit,
             credits_of=credits_of,
-            replay=replay,
+            count_of=lambda batch: len(ids_of(batch)),
+            charged_by_ledger=key is not None,
         )
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from .._validation import check_text
 from .._waiting._engine import Fetch, Waiter
 from ..ledger._downloads import safe_name
 from ..ledger._model import Submission
+from ..ledger._spending import summary_of
 from ..models.generations import Generation, GenerationBatch, GenerationMetadata, QueuedGeneration
 from ..models.requests import GenerationRequest
 from ..polling import OnUpdate
@@ -25,6 +26,7 @@ from ._base import Resource
 
 if TYPE_CHECKING:
     from ..ledger._durable import Durable
+    from ..ledger._spending import Spending
 
 __all__ = ["Generations", "OnQueued", "status_fetch"]
 
@@ -75,8 +77,14 @@ class Generations(Resource):
         waits: the client's wait engine (``create_and_wait``).
     """
 
-    def __init__(self, http: HTTPClient, durable: Durable | None, waits: Waiter) -> None:
-        super().__init__(http, durable)
+    def __init__(
+        self,
+        http: HTTPClient,
+        durable: Durable | None,
+        spending: Spending | None,
+        waits: Waiter,
+    ) -> None:
+        super().__init__(http, durable, spending)
         self._waits = waits
 
     async def create(
@@ -97,6 +105,7 @@ class Generations(Resource):
         reference_video_keys: list[str] | None = None,
         audio_key: str | None = None,
         template_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
         key: str | None = None,
     ) -> GenerationBatch:
         """Queue ``count`` videos from a prompt. This costs credits.
@@ -121,6 +130,8 @@ class Generations(Resource):
             reference_video_keys: video keys used as references.
             audio_key: audio key (audio-driven models).
             template_id: a template to associate with the generation.
+            labels: ``{"campaign": "spring"}`` (str -> str): kept on the ledger row and its
+                charge, for ``ledger.spend(by="label")``; never sent to the API.
             key: names this business intent in the client's ledger: a key already accepted
                 returns its recorded batch and sends nothing.
 
@@ -149,11 +160,7 @@ class Generations(Resource):
         return await self._paid(
             request,
             send,
-            summary={
-                "prompt": request.prompt,
-                "model_name": request.model_name,
-                "count": request.count,
-            },
+            summary=summary_of(request, self._spending.budget if self._spending else None),
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.metadata.credits_charged,
             replay=_recorded_batch,

@@ -12,6 +12,7 @@ from .._rules import TEMPLATE_PAGING
 from .._transport._http import HTTPClient
 from .._validation import check_query, check_text, optional_text
 from ..ledger._model import Submission
+from ..ledger._spending import summary_of
 from ..models.common import Page
 from ..models.requests import TemplateRequest
 from ..models.templates import Template, TemplateGeneration, TemplateGenerationBatch
@@ -19,6 +20,7 @@ from ._base import Resource, page_params, paginate
 
 if TYPE_CHECKING:
     from ..ledger._durable import Durable
+    from ..ledger._spending import Spending
     from ..webhooks import WebhookHub
 
 __all__ = ["Templates"]
@@ -43,8 +45,14 @@ class Templates(Resource):
             what they report poll slowly).
     """
 
-    def __init__(self, http: HTTPClient, durable: Durable | None, hub: WebhookHub | None) -> None:
-        super().__init__(http, durable)
+    def __init__(
+        self,
+        http: HTTPClient,
+        durable: Durable | None,
+        spending: Spending | None,
+        hub: WebhookHub | None,
+    ) -> None:
+        super().__init__(http, durable, spending)
         self._hub = hub
 
     async def generate(
@@ -54,6 +62,7 @@ class Templates(Resource):
         variables: Mapping[str, str] | None = None,
         character_variables: Mapping[str, str] | None = None,
         webhook_url: str | None = None,
+        labels: Mapping[str, str] | None = None,
         key: str | None = None,
     ) -> TemplateGenerationBatch:
         """Queue videos from a template. This costs credits and is never sent twice (with
@@ -68,6 +77,8 @@ class Templates(Resource):
             webhook_url: an http(s) URL the API POSTs to when each video completes or fails.
                 A URL of the client's hub carries ``key`` too, so that its webhook can settle
                 the key if the answer to this call is lost.
+            labels: ``{"campaign": "spring"}`` (str -> str): kept on the ledger row and its
+                charge, for ``ledger.spend(by="label")``; never sent to the API.
             key: names this business intent in the client's ledger: a key already accepted
                 returns its recorded batch and sends nothing.
 
@@ -87,6 +98,7 @@ class Templates(Resource):
             variables=variables,
             character_variables=character_variables,
             webhook_url=webhook_url,
+            labels=labels,
             key=key,
         )
         hub = self._hub
@@ -107,7 +119,7 @@ class Templates(Resource):
         return await self._paid(
             request,
             send,
-            summary={"template_id": template_id},
+            summary=summary_of(request, self._spending.budget if self._spending else None),
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.credits_charged,
             replay=_recorded_batch,

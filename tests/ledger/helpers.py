@@ -87,6 +87,8 @@ async def make_rejected(prism: PrismClient, server: FakePrismServer, key: str) -
     with pytest.raises(InsufficientCreditsError):
         await create(prism, key)
     server.credits = credits
+    assert prism.ledger is not None  # the 402 paused paid POSTs on the ledger: topped up, go on
+    await prism.ledger.clear_paid_pause()
     found = await row(prism, key)
     assert found.state == S.REJECTED
     return found

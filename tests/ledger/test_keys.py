@@ -12,6 +12,7 @@ import pytest
 from prism_async import (
     APIConnectionError,
     FreeTierPausedError,
+    GenerationRequest,
     InsufficientCreditsError,
     InvalidRequestError,
     PricingError,
@@ -21,6 +22,7 @@ from prism_async import (
     SubmissionConflictError,
 )
 from prism_async.ledger import SQLiteLedger
+from prism_async.ledger._prices import shape_of
 from prism_async.testing import FakePrismServer
 from tests.conftest import NO_WAIT, free_port
 from tests.ledger.helpers import (
@@ -104,7 +106,8 @@ async def test_the_same_key_twice_sends_one_post(
     assert (recorded.lease_owner, recorded.lease_expires) == (None, None)
     assert recorded.sent_at is not None
     assert recorded.created_at <= recorded.sent_at <= recorded.updated_at
-    assert recorded.request == {"prompt": PROMPT, "model_name": MODEL, "count": 2}
+    shape = shape_of(GenerationRequest(prompt=PROMPT, model_name=MODEL, count=2)).key
+    assert recorded.request == {"prompt": PROMPT, "model_name": MODEL, "count": 2, "shape": shape}
 
 
 async def test_a_new_client_on_the_same_file_replays(server: FakePrismServer, db: Path) -> None:
@@ -202,6 +205,14 @@ async def test_402_is_rejected_then_sent_again_once_credits_are_back(
     assert server.generations == {}
 
     server.credits = 10_000
+    sent = len(server.requests_to("POST", "/api/generations"))
+    with pytest.raises(InsufficientCreditsError) as paused:  # the fleet-wide 402 pause
+        await create(prism, "k")
+    assert paused.value.paused_until is not None
+    assert len(server.requests_to("POST", "/api/generations")) == sent  # not sent
+    assert (await row(prism, "k")).attempt == 1
+    assert prism.ledger is not None
+    await prism.ledger.clear_paid_pause()
     batch = await create(prism, "k")
     accepted = await row(prism, "k")
     assert accepted.state == S.ACCEPTED

@@ -228,6 +228,8 @@ async def test_the_api_key_never_reaches_the_ledger(
             with pytest.raises(InsufficientCreditsError):
                 await create(prism, "rejected")
             fake.credits = 10_000
+            assert prism.ledger is not None
+            await prism.ledger.clear_paid_pause()  # topped up: end the 402's fleet-wide pause
             ambiguous = await make_ambiguous(prism, fake, "ambiguous")
             await prism.templates.generate("abc123", variables=VARIABLES, webhook_url=url, key="t")
             fake.advance(GENERATION_SECONDS)
