@@ -31,16 +31,11 @@ from typing import Any
 
 from aiohttp import web
 
-GENERATION = {
-    "id": "gen_abc123",
-    "status": "generating",
-    "template_id": None,
-    "video_url": None,
-    "share_url": None,
-    "created_at": "2026-02-26T12:00:00.000Z",
-    "completed_at": None,
-    "error": None,
-}
+from prism_async.testing import _data
+
+CREATED_AT = "2026-02-26T12:00:00.000Z"
+GENERATION = _data.generation("gen_abc123", "generating", created_at=CREATED_AT)
+"""The generation every server answers with (its shape: the fake's, from ``_data``)."""
 
 
 def finish_offsets(n: int, seed: int, start: float, end: float) -> list[float]:
@@ -56,12 +51,12 @@ def _status_app(offsets: list[float], t0: float) -> web.Application:
         counts["status"] += 1
         index = int(request.match_info["id"].removeprefix("gen_"))
         done = time.time() >= t0 + offsets[index]
-        body = {
-            **GENERATION,
-            "id": request.match_info["id"],
-            "status": "completed" if done else "generating",
-            "video_url": "https://storage.bench.test/v.mp4" if done else None,
-        }
+        body = _data.generation(
+            request.match_info["id"],
+            "completed" if done else "generating",
+            video_url="https://storage.bench.test/v.mp4" if done else None,
+            created_at=CREATED_AT,
+        )
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")
 
     async def stats(request: web.Request) -> web.Response:
@@ -80,12 +75,12 @@ def _transfer_app(size: int) -> web.Application:
         body = await request.json()
         root = f"http://{request.host}"
         return web.json_response(
-            {
-                "s3_key": "bench/upload.mp4",
-                "upload_url": f"{root}/upload?X-Amz-Signature=bench",
-                "content_type": body["contentType"],
-                "max_bytes": 200 * 1024 * 1024,
-            }
+            _data.presigned_upload(
+                "bench/upload.mp4",
+                f"{root}/upload?X-Amz-Signature=bench",
+                body["contentType"],
+                200 * 1024 * 1024,
+            )
         )
 
     async def sink(request: web.Request) -> web.Response:
@@ -96,8 +91,9 @@ def _transfer_app(size: int) -> web.Application:
 
     async def generation(request: web.Request) -> web.Response:
         root = f"http://{request.host}"
+        video_url = f"{root}/video?X-Amz-Signature=b"
         return web.json_response(
-            {**GENERATION, "status": "completed", "video_url": f"{root}/video?X-Amz-Signature=b"}
+            _data.generation("gen_abc123", "completed", video_url=video_url, created_at=CREATED_AT)
         )
 
     async def video(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,8 @@
-"""Shared fixtures: a client on a mocked API (aioresponses), and real loopback servers."""
+"""Shared fixtures: a client on a mocked API (aioresponses), and real loopback servers.
+
+Also the ``processes`` and ``redis`` markers (see :func:`pytest_collection_modifyitems`):
+``pytest -m "not processes and not redis"`` is the fast run; plain ``pytest`` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -242,3 +247,145 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+# -- markers: which tests start processes or use a real Redis --------------------------------
+
+TESTS = Path(__file__).resolve().parent
+EVERY_TEST = frozenset({"*"})
+
+REDIS_FIXTURES = frozenset({"redis_url", "redis"})
+"""Fixtures that start a real Redis: the session's ``redis_url`` (so every fixture built on it:
+``fixturenames`` is the closure) and test_webhook_outage's restartable ``redis``. The ledger's
+``store`` fixture marks only its ``redis`` parameter."""
+
+PROCESS_FIXTURES = frozenset({"workers", "children", "fleets"})
+"""Fixtures that start processes: arq workers (test_arq_recipe), pause clients
+(test_fleet_pauses), uvicorn and aiohttp web workers (test_web_workers)."""
+
+PROCESS_TESTS: dict[str, frozenset[str]] = {
+    # a child for a dead pid (ledger_helpers.dead_owner), or contenders racing in processes
+    "ledger/test_backend_races.py": frozenset({"test_race_of_4_processes"}),
+    "ledger/test_backend_resolve.py": frozenset(
+        {"test_resolve_settles_a_sending_row_with_a_dead_lease"}
+    ),
+    "ledger/test_leases.py": frozenset(
+        {"test_a_sending_row_and_its_lease", "test_reconcile_settles_a_crash_after_the_post"}
+    ),
+    "ledger/test_records.py": frozenset({"test_an_owner_names_host_pid_and_start"}),
+    "test_taskiq_tasks.py": frozenset({"test_a_dead_holders_lease_is_taken_over_at_once"}),
+    # python -c probes of what an import pulls in
+    "test_taskiq_jobs.py": frozenset({"test_the_fleet_half_imports_no_job_queue"}),
+    # the CLI (python -m prism_async) and the README's quick start as subprocesses
+    "test_cli.py": frozenset(
+        {
+            "test_ctrl_c_exits_130_without_traceback",
+            "test_importing_the_sdk_does_not_import_rich",
+            "test_module_entry_point_json",
+            "test_serve_fake_in_the_foreground",
+        }
+    ),
+    "test_cli_commands.py": frozenset(
+        {
+            "test_a_fake_in_another_process_is_driven_through_its_control_api",
+            "test_serve_fake_credits_and_control_api_line",
+            "test_serve_fake_json_includes_the_control_url",
+        }
+    ),
+    "test_cli_process.py": frozenset(
+        {
+            "test_a_missing_extra_says_which_to_install",
+            "test_a_pipe_to_head_ends_quietly",
+            "test_a_stopped_run_names_the_paid_requests_in_flight_and_how_to_settle_them",
+            "test_stdout_closed_by_its_reader_ends_quietly",
+        }
+    ),
+    "test_cli_run.py": frozenset(
+        {
+            "test_ctrl_c_exits_130",
+            "test_edited_and_moved_files_in_real_processes",
+            "test_warnings_are_not_printed_raw_without_v",
+        }
+    ),
+    "test_readme.py": EVERY_TEST,
+    "spend/test_readme_spend.py": EVERY_TEST,
+    # crash children, taskiq workers and trackers, uvicorn, hub processes, benchmark servers
+    "test_benchmarks.py": EVERY_TEST,
+    "spend/test_budget_fleet.py": EVERY_TEST,
+    "spend/test_budget_processes.py": EVERY_TEST,
+    "test_crash_matrix.py": EVERY_TEST,
+    "test_taskiq_dead_letters.py": frozenset(
+        {"test_jobs_that_kill_their_worker_or_fail_unacknowledged_are_parked_and_requeued"}
+    ),
+    "test_taskiq_delivery.py": EVERY_TEST,
+    "test_taskiq_deploys.py": EVERY_TEST,
+    "test_taskiq_fleet.py": EVERY_TEST,
+    "test_taskiq_outage.py": EVERY_TEST,
+    "test_taskiq_tracker.py": frozenset(
+        {"test_track_command_enqueues_download_tasks_on_the_broker"}
+    ),
+    "test_web_shutdown.py": frozenset({"test_uvicorn_graceful_shutdown_timeout_keeps_every_id"}),
+    "test_webhook_bus.py": frozenset(
+        {"test_a_webhook_received_by_another_process_wakes_a_wait_here"}
+    ),
+    "test_webhook_outage.py": frozenset({"test_waits_in_two_processes_ride_out_a_redis_restart"}),
+}
+"""Tests that start processes in their own body (no fixture does), by file under tests/."""
+
+REDIS_TESTS: dict[str, frozenset[str]] = {
+    "ledger/test_backend_races.py": frozenset({"test_redis_warns_when_the_server_may_lose_writes"}),
+    "test_benchmarks.py": frozenset({"test_fleet_case_runs_workers_and_a_tracker"}),
+    "test_taskiq_deploys.py": frozenset({"test_a_worker_rides_out_a_redis_outage"}),
+    "test_taskiq_outage.py": EVERY_TEST,
+}
+"""Tests that start a Redis server of their own (``RedisServer``, ``RestartableRedis``)."""
+
+_checked: set[str] = set()
+
+
+def _listed(table: dict[str, frozenset[str]], where: str, name: str) -> bool:
+    names = table.get(where, frozenset())
+    return "*" in names or name in names
+
+
+def _check_listed_names(item: pytest.Function, where: str) -> None:
+    """Fail the run when a table above names a test its file no longer defines (renamed)."""
+    if where in _checked:
+        return
+    _checked.add(where)
+    for table in (PROCESS_TESTS, REDIS_TESTS):
+        for name in sorted(table.get(where, frozenset()) - EVERY_TEST):
+            if not hasattr(item.module, name):
+                raise pytest.UsageError(
+                    f"tests/conftest.py lists {name} of tests/{where} (processes/redis marker), "
+                    "which that file does not define: update the list"
+                )
+
+
+def markers_of(item: pytest.Function, where: str) -> set[str]:
+    """``processes`` and/or ``redis``, as the item (in ``tests/<where>``) starts processes or
+    uses a real Redis. A Redis server the tests start counts as ``redis`` only."""
+    _check_listed_names(item, where)
+    fixtures = set(item.fixturenames)
+    callspec = getattr(item, "callspec", None)
+    params: dict[str, object] = callspec.params if callspec is not None else {}
+    found = set()
+    if fixtures & PROCESS_FIXTURES or _listed(PROCESS_TESTS, where, item.originalname):
+        found.add("processes")
+    if (
+        fixtures & REDIS_FIXTURES
+        or params.get("store") == "redis"
+        or _listed(REDIS_TESTS, where, item.originalname)
+    ):
+        found.add("redis")
+    return found
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts processes or uses a real Redis (see the tables above)."""
+    for item in items:
+        path = item.path.resolve()
+        if isinstance(item, pytest.Function) and path.is_relative_to(TESTS):
+            for marker in sorted(markers_of(item, path.relative_to(TESTS).as_posix())):
+                item.add_marker(marker)

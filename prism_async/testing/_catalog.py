@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import _rules
-from ._data import seed_assets
+from ._data import character, seed_assets
 from ._records import check, invalid, matches, page
 
 __all__ = ["Catalog"]
@@ -39,14 +39,9 @@ class Catalog:
         count = len(images) if isinstance(images, list) else images
         problems["images"] = _rules.character_images_problem(count)
         check(problems)
-        character = {
-            "id": str(uuid.uuid4()),
-            "name": name,
-            "description": description,
-            "created_at": int(self._clock() * 1000),
-        }
-        self.characters.insert(0, character)
-        return character
+        created = character(str(uuid.uuid4()), name, description, int(self._clock() * 1000))
+        self.characters.insert(0, created)
+        return created
 
     def list_characters(self, query: Mapping[str, str]) -> JSON:
         """``GET /api/characters``."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _rules
 from .._rules import ASPECT_RATIOS
+from . import _data
 from ._catalog import Catalog
 from ._data import INVALID_TEMPLATES, MODEL_PRICES, TEMPLATE_PRICE, TEMPLATES
 from ._records import FakeAPIError, FakeGeneration, check, invalid, json_object, matches, page
@@ -145,27 +146,12 @@ class PrismBackend:
             )
             for _ in range(count)
         ]
-        return {
-            "data": {
-                "generations": [
-                    {
-                        "id": g.id,
-                        "asset_id": f"asset_{g.id.removeprefix('gen_')}",
-                        "request_id": f"fal_request_{g.id.removeprefix('gen_')}",
-                        "status": "queued",
-                    }
-                    for g in generations
-                ],
-                "endpoint_id": f"fal-ai/{model}",
-                "variant": "image-to-video" if body.get("startFrameKey") else "text-to-video",
-                "metadata": {
-                    "model_name": model,
-                    "selected_model_name": model,
-                    "credits_charged": cost,
-                    "num_generations": count,
-                },
-            }
-        }
+        return _data.queued_generations(
+            [g.id for g in generations],
+            model=model,
+            credits_charged=cost,
+            variant="image-to-video" if body.get("startFrameKey") else "text-to-video",
+        )
 
     def _check_create(self, body: JSON) -> None:
         def optional(name: str, problem: Callable[[Any], str | None]) -> str | None:
@@ -220,16 +206,16 @@ class PrismBackend:
             raise FakeAPIError(404, "not_found", "Generation not found")
         status = generation.status_at(self.now())
         completed = status == "completed"
-        return {
-            "id": generation.id,
-            "status": status,
-            "template_id": generation.template_id,
-            "video_url": self.storage.video_url(generation.id) if completed else None,
-            "share_url": f"{self.storage.root}/share/{generation.id}" if completed else None,
-            "created_at": _iso(self.wall(generation.created)),
-            "completed_at": _iso(self.wall(generation.finished_at())) if completed else None,
-            "error": generation.fail_reason if status == "failed" else None,
-        }
+        return _data.generation(
+            generation.id,
+            status,
+            template_id=generation.template_id,
+            video_url=self.storage.video_url(generation.id) if completed else None,
+            share_url=f"{self.storage.root}/share/{generation.id}" if completed else None,
+            created_at=_iso(self.wall(generation.created)),
+            completed_at=_iso(self.wall(generation.finished_at())) if completed else None,
+            error=generation.fail_reason if status == "failed" else None,
+        )
 
     # -- templates ---------------------------------------------------------------------------
 
@@ -289,12 +275,7 @@ class PrismBackend:
             fail_reason="Generation timed out" if fail else None,
         )
         typical = max(1.0, round(generation.duration, 1))
-        return {
-            "generations": [{"generation_id": generation.id, "status": "generating"}],
-            "template_id": template_id,
-            "credits_charged": TEMPLATE_PRICE,
-            "latency_estimate_sec": {"typical": typical, "busy": typical * 2},
-        }
+        return _data.template_generations([generation.id], template_id=template_id, typical=typical)
 
     # -- history -----------------------------------------------------------------------------
 
@@ -311,19 +292,19 @@ class PrismBackend:
             if self.history_completed_only and not completed:
                 continue
             items.append(
-                {
-                    "id": g.id,
-                    "asset_id": f"asset_{g.id.removeprefix('gen_')}",
-                    "asset_s3_key": f"{_HISTORY_PREFIX}{g.id}.mp4",
-                    "asset_url": self.storage.video_url(g.id) if completed else None,
-                    "asset_type": "video",
-                    "prompt": g.prompt,
-                    "model_name": g.model_name,
-                    "published_at": None,
-                    "created_at": int(self.wall(g.created) * 1000),
-                    "metadata": {"status": status},
-                    "source": "history",
-                }
+                _data.asset(
+                    g.id,
+                    asset_id=f"asset_{g.id.removeprefix('gen_')}",
+                    s3_key=f"{_HISTORY_PREFIX}{g.id}.mp4",
+                    url=self.storage.video_url(g.id) if completed else None,
+                    kind="video",
+                    prompt=g.prompt,
+                    model_name=g.model_name,
+                    published_at=None,
+                    created_at=int(self.wall(g.created) * 1000),
+                    metadata={"status": status},
+                    source="history",
+                )
             )
         return items
 

@@ -10,6 +10,7 @@ from attrs import define, frozen
 
 from .. import _rules
 from .._rules import Paging
+from . import _data
 
 __all__ = [
     "FakeAPIError",
@@ -66,10 +67,8 @@ def page(
     checks["limit"] = _rules.limit_problem(limit, paging)
     checks["offset"] = _rules.offset_problem(offset)
     check(checks)
-    return {
-        "data": items[offset : offset + limit],
-        "pagination": {"offset": offset, "limit": limit, "has_more": offset + limit < len(items)},
-    }
+    has_more = offset + limit < len(items)
+    return _data.page(items[offset : offset + limit], limit=limit, offset=offset, has_more=has_more)
 
 
 def matches(q: str | None, *texts: Any) -> bool:

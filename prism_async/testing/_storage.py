@@ -17,6 +17,7 @@ from attrs import frozen
 
 from .. import _rules
 from .._rules import UPLOAD_LIMITS
+from ._data import presigned_upload
 from ._records import StorageError, StoredObject, invalid, json_object
 
 __all__ = ["FakeStorage", "Upload"]
@@ -84,15 +85,11 @@ class FakeStorage:
             token, key, content_type, max_bytes, expires, body.get("fileName")
         )
         signature = self._sign(token, content_type, f"{expires:.3f}")
-        return {
-            "s3_key": key,
-            "upload_url": (
-                f"{self.root}/storage/uploads/{token}"
-                f"?X-Amz-Expires={expires:.3f}&X-Amz-Signature={signature}"
-            ),
-            "content_type": content_type,
-            "max_bytes": max_bytes,
-        }
+        upload_url = (
+            f"{self.root}/storage/uploads/{token}"
+            f"?X-Amz-Expires={expires:.3f}&X-Amz-Signature={signature}"
+        )
+        return presigned_upload(key, upload_url, content_type, max_bytes)
 
     def accept_upload(
         self,
