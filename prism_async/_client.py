@@ -17,7 +17,7 @@ from ._transport._settings import check_api_key, check_base_url
 from ._waiting._engine import Waiter
 from .ledger._durable import Durable
 from .ledger._prices import Quote
-from .ledger._spending import Spending, quote
+from .ledger._spending import quote, spending_for
 from .models.assets import Asset
 from .models.generations import Generation
 from .polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
@@ -131,27 +131,7 @@ class PrismClient:
             if not isinstance(ledger, Ledger):
                 raise InvalidRequestError("ledger", "must be a prism_async.ledger.Ledger")
             self._durable = Durable(ledger, timeout=float(timeout))
-        if budget is not None and (ledger is None or not isinstance(budget, str) or not budget):
-            why = "needs a ledger: PrismClient(ledger=..., budget=...)" if ledger is None else (
-                "must be a budget's name (a non-empty string)"
-            )
-            raise InvalidRequestError("budget", why)
-        if (
-            isinstance(pause_on_402, bool)
-            or not isinstance(pause_on_402, int | float)
-            or pause_on_402 < 0
-        ):
-            raise InvalidRequestError("pause_on_402", "must be seconds, 0 or more")
-        self._spending = (
-            Spending(
-                ledger,
-                budget=budget,
-                pause_on_402=float(pause_on_402),
-                timeout=float(timeout),
-            )
-            if ledger is not None
-            else None
-        )
+        self._spending = spending_for(ledger, budget, pause_on_402, float(timeout))
         self._webhooks = webhooks
         self._base_url = str(url)
         self._timeout = float(timeout)

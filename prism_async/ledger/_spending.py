@@ -37,7 +37,15 @@ from ._prices import Quote, shape_of
 if TYPE_CHECKING:
     from ._base import Ledger
 
-__all__ = ["Hold", "Spending", "charge_of", "quote", "settle_money", "settle_reservations"]
+__all__ = [
+    "Hold",
+    "Spending",
+    "charge_of",
+    "quote",
+    "settle_money",
+    "settle_reservations",
+    "spending_for",
+]
 
 logger = logging.getLogger("prism_async")
 
@@ -149,6 +157,28 @@ class Hold:
     """Whether this call made the reservation (not a key's earlier attempt)."""
     probe_402: bool = False
     """This POST is the one probe after a 402 pause."""
+
+
+def spending_for(
+    ledger: Ledger | None, budget: object, pause_on_402: object, timeout: float
+) -> Spending | None:
+    """A client's spend rules (None without a ledger), its settings checked.
+
+    Raises:
+        InvalidRequestError: a budget without a ledger, or not a name; a negative pause.
+    """
+    if budget is not None and (ledger is None or not isinstance(budget, str) or not budget):
+        why = "must be a budget's name (a non-empty string)"
+        if ledger is None:
+            why = "needs a ledger: PrismClient(ledger=..., budget=...)"
+        raise InvalidRequestError("budget", why)
+    if isinstance(pause_on_402, bool) or not isinstance(pause_on_402, int | float):
+        raise InvalidRequestError("pause_on_402", "must be seconds, 0 or more")
+    if pause_on_402 < 0:
+        raise InvalidRequestError("pause_on_402", "must be seconds, 0 or more")
+    if ledger is None:
+        return None
+    return Spending(ledger, budget=budget, pause_on_402=float(pause_on_402), timeout=timeout)
 
 
 class Spending:
