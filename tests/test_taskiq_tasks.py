@@ -160,6 +160,10 @@ async def test_submit_rejected_then_sent_again(world: World) -> None:
     assert out["state"] == "rejected"
     assert "credit" in out["error"].lower()
     world.fake.credits = 10_000
+    paused = await world.run(world.tasks.submit, "poor", request_of("poor", 1))
+    assert paused["state"] == "rejected"  # the 402 paused paid POSTs fleet-wide: not sent
+    assert len(world.fake.requests_to("POST", "/api/generations")) == 1
+    await world.ledger.clear_paid_pause()  # topped up
     assert (await world.run(world.tasks.submit, "poor", request_of("poor", 1)))["state"] == (
         "accepted"
     )
