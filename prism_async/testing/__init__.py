@@ -16,6 +16,7 @@ demos against it, spend no credits, reach no network::
 from ._data import MODEL_PRICES, TEMPLATE_PRICE
 from ._faults import Fault
 from ._instant import Sleeps, instant_waits
+from ._prices import PriceTable
 from ._server import (
     FakeGeneration,
     FakePrismServer,
@@ -30,6 +31,7 @@ __all__ = [
     "FakeGeneration",
     "FakePrismServer",
     "Fault",
+    "PriceTable",
     "RecordedRequest",
     "Sleeps",
     "StoredObject",

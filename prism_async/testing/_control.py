@@ -167,11 +167,21 @@ def add_control_routes(
             backend.history_completed_only = flags["history_completed_only"]
         return _data(account_json())
 
+    async def prices(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            try:
+                backend.prices.update(await _body(request))
+            except ValueError as exc:
+                raise invalid(str(exc)) from None
+        return _data(attrs.asdict(backend.prices))
+
     async def deliveries(request: web.Request) -> web.Response:
         return _data(webhooks.deliveries)
 
     add = app.router.add_route
     root = CONTROL_PREFIX
+    add("GET", f"{root}prices", prices)
+    add("POST", f"{root}prices", prices)
     add("GET", f"{root}requests", requests)
     add("DELETE", f"{root}requests", clear_requests)
     add("GET", f"{root}faults", faults)

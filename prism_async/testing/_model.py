@@ -20,7 +20,8 @@ from .. import _rules
 from .._rules import ASPECT_RATIOS
 from . import _data
 from ._catalog import Catalog
-from ._data import INVALID_TEMPLATES, MODEL_PRICES, TEMPLATE_PRICE, TEMPLATES
+from ._data import INVALID_TEMPLATES, TEMPLATES
+from ._prices import PriceTable
 from ._records import FakeAPIError, FakeGeneration, check, invalid, json_object, matches, page
 from ._storage import FakeStorage
 
@@ -52,8 +53,10 @@ class PrismBackend:
         fail_marker: str,
         scopes: tuple[str, ...],
         history_completed_only: bool = False,
+        prices: PriceTable | None = None,
     ) -> None:
         self.api_key = api_key
+        self.prices = prices if prices is not None else PriceTable()
         self.credits = credits
         self.generation_seconds = generation_seconds
         self.fail_marker = fail_marker
@@ -128,14 +131,14 @@ class PrismBackend:
         body = json_object(body)
         self._check_create(body)
         model = body["modelName"]
-        if model not in MODEL_PRICES:
+        cost = self.prices.generation(body)
+        if cost is None:
             raise FakeAPIError(400, "pricing_error", f"No pricing found for model {model!r}")
         if self.free_tier_paused:
             raise FakeAPIError(
                 503, "free_tier_paused", "Free tier generation is temporarily paused"
             )
         count = body.get("count") or 1
-        cost = MODEL_PRICES[model] * count
         self._charge(cost, "Not enough credits")
         fail = self.fail_marker and self.fail_marker in body["prompt"]
         generations = [
@@ -264,7 +267,8 @@ class PrismBackend:
                 raise invalid(f"Missing required variable: {key}")
             if value is not None and not isinstance(value, str):
                 raise invalid(f"Variable {key} must be a string")
-        self._charge(TEMPLATE_PRICE, "Not enough credits for generation")
+        cost = self.prices.template(template_id)
+        self._charge(cost, "Not enough credits for generation")
         prompt = json.dumps(variables)
         fail = self.fail_marker and self.fail_marker in prompt
         generation = self._new_generation(
@@ -275,7 +279,9 @@ class PrismBackend:
             fail_reason="Generation timed out" if fail else None,
         )
         typical = max(1.0, round(generation.duration, 1))
-        return _data.template_generations([generation.id], template_id=template_id, typical=typical)
+        return _data.template_generations(
+            [generation.id], template_id=template_id, typical=typical, credits_charged=cost
+        )
 
     # -- history -----------------------------------------------------------------------------
 

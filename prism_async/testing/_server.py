@@ -21,6 +21,7 @@ from ._control import add_control_routes
 from ._faults import Fault, Traffic
 from ._handlers import ApiHandlers, errors
 from ._model import PrismBackend
+from ._prices import PriceTable
 from ._records import (
     FakeGeneration,
     RecordedRequest,
@@ -90,6 +91,7 @@ class FakePrismServer:
             the account by default, whatever its status (``asset_url`` None until completed);
             True lists a generation only once it has completed, as an API that shows only
             finished work would.
+        prices: what videos cost (:class:`PriceTable`; the catalogue's prices by default).
     """
 
     api_key: _Kept[str] = _Kept("_backend", "The accepted API key.")
@@ -105,6 +107,7 @@ class FakePrismServer:
     history_completed_only: _Kept[bool] = _Kept(
         "_backend", "When True, assets search lists only completed generations in history."
     )
+    prices: _Kept[PriceTable] = _Kept("_backend", "What videos cost (tests may change it).")
     generations: _Kept[dict[str, FakeGeneration]] = _Kept("_backend", "Every generation, by id.")
     templates: _Kept[list[dict[str, Any]]] = _Kept("_backend", "The template catalogue.")
     characters: _Kept[list[dict[str, Any]]] = _Kept("_catalog", "Characters created.")
@@ -128,6 +131,7 @@ class FakePrismServer:
         fail_marker: str = "[fail]",
         scopes: tuple[str, ...] = ("templates:read",),
         history_completed_only: bool = False,
+        prices: PriceTable | None = None,
     ) -> None:
         self._backend = PrismBackend(
             api_key=api_key,
@@ -138,6 +142,7 @@ class FakePrismServer:
             fail_marker=fail_marker,
             scopes=scopes,
             history_completed_only=history_completed_only,
+            prices=prices,
         )
         self._storage = self._backend.storage
         self._catalog = self._backend.catalog
