@@ -193,62 +193,67 @@ class HTTPClient:
 
     async def _send(self, request: Outgoing[T], number: int) -> T:
         """Send attempt ``number`` and return ``request.read`` of a 2xx answer; raise the rest."""
-        if request.body is None:
-            return await self._send_data(request, request.data, number)
-        with ExitStack() as stack:  # files the body opens close when the attempt ends
-            return await self._send_data(request, request.body(stack), number)
-
-    async def _send_data(self, request: Outgoing[T], data: Any, number: int) -> T:
-        method, url = request.method, request.url
-        session = self._session
-        if session is None:
-            session = self.session()
-        debug = logger.isEnabledFor(logging.DEBUG)
-        started = time.monotonic() if debug else 0.0
-        failure: PrismError | None = None
-        result: T | None = None
-        status: int | None = None
+        data: Any = request.data
+        stack = None
+        if request.body is not None:  # built anew for each attempt; its files close after it
+            stack = ExitStack()
+            data = request.body(stack)
         try:
-            response = await session.request(
-                method,
-                url,
-                data=data,
-                headers=request.headers,
-                timeout=request.timeout,
-                allow_redirects=False,
-            )
+            method, url = request.method, request.url
+            session = self._session
+            if session is None:
+                session = self.session()
+            debug = logger.isEnabledFor(logging.DEBUG)
+            started = time.monotonic() if debug else 0.0
+            failure: PrismError | None = None
+            result: T | None = None
+            status: int | None = None
             try:
-                status = response.status
-                if status < 300:
-                    result = await request.read(response)
-                else:
-                    content = await response.read()
-                    failure = error_from_response(status, response.headers, content)
-            finally:
-                response.release()
-        except TRANSLATED as exc:
-            failure = translate(exc, self._what(method, url))
-        except PrismError as exc:
-            failure = exc
-        except RuntimeError:  # aiohttp's "Session is closed": a borrowed session closed under us
-            if not session.closed:
-                raise
-            failure = ClientClosedError(f"{self._what(method, url)}: the aiohttp session is closed")
-        except asyncio.CancelledError as exc:
-            if not request.idempotent:
-                self._cancelled_in_flight(exc, method, url)
-            raise
-        if debug:
-            what, elapsed = self._what(method, url), time.monotonic() - started
-            if failure is None or isinstance(failure, APIStatusError):
-                logger.debug("%s -> %s in %.3fs (attempt %d)", what, status, elapsed, number)
-            else:
-                logger.debug(
-                    "%s failed after %.3fs (attempt %d): %s", what, elapsed, number, failure
+                response = await session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=request.headers,
+                    timeout=request.timeout,
+                    allow_redirects=False,
                 )
-        if failure is not None:
-            raise failure
-        return cast(T, result)
+                try:
+                    status = response.status
+                    if status < 300:
+                        result = await request.read(response)
+                    else:
+                        content = await response.read()
+                        failure = error_from_response(status, response.headers, content)
+                finally:
+                    response.release()
+            except TRANSLATED as exc:
+                failure = translate(exc, self._what(method, url))
+            except PrismError as exc:
+                failure = exc
+            except RuntimeError:  # aiohttp's "Session is closed": a borrowed session closed
+                if not session.closed:
+                    raise
+                failure = ClientClosedError(
+                    f"{self._what(method, url)}: the aiohttp session is closed"
+                )
+            except asyncio.CancelledError as exc:
+                if not request.idempotent:
+                    self._cancelled_in_flight(exc, method, url)
+                raise
+            if debug:
+                what, elapsed = self._what(method, url), time.monotonic() - started
+                if failure is None or isinstance(failure, APIStatusError):
+                    logger.debug("%s -> %s in %.3fs (attempt %d)", what, status, elapsed, number)
+                else:
+                    logger.debug(
+                        "%s failed after %.3fs (attempt %d): %s", what, elapsed, number, failure
+                    )
+            if failure is not None:
+                raise failure
+            return cast(T, result)
+        finally:
+            if stack is not None:
+                stack.close()
 
     def _cancelled_in_flight(self, exc: BaseException, method: str, url: URL) -> None:
         """A paid request cancelled after it started may have been queued: leave a trace."""

@@ -7,7 +7,6 @@ from contextlib import ExitStack
 from typing import Any, Generic, TypeVar
 
 import aiohttp
-from attrs import evolve, frozen
 from yarl import URL
 
 __all__ = ["IDEMPOTENT", "Outgoing", "Reader"]
@@ -20,9 +19,10 @@ Reader = Callable[[aiohttp.ClientResponse], Awaitable[T]]
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
-@frozen
 class Outgoing(Generic[T]):
     """An API call or a storage transfer, built once and sent by every attempt.
+
+    A plain slotted class (not attrs): one is built per request, on the hottest path.
 
     Attributes:
         method: the HTTP method.
@@ -35,22 +35,54 @@ class Outgoing(Generic[T]):
             ``ExitStack`` (a multipart form of files, a streamed PUT); takes precedence over
             ``data``.
         retries: False for exactly one attempt (a wait's status request).
+        idempotent: whether sending it twice is harmless (a paid POST is not).
     """
 
-    method: str
-    url: URL
-    headers: Mapping[str, str]
-    timeout: aiohttp.ClientTimeout
-    read: Reader[T]
-    data: bytes | None = None
-    body: Callable[[ExitStack], Any] | None = None
-    retries: bool = True
+    __slots__ = (
+        "body",
+        "data",
+        "headers",
+        "idempotent",
+        "method",
+        "read",
+        "retries",
+        "timeout",
+        "url",
+    )
 
-    @property
-    def idempotent(self) -> bool:
-        """Whether sending it twice is harmless (a paid POST is not)."""
-        return self.method in IDEMPOTENT
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        timeout: aiohttp.ClientTimeout,
+        read: Reader[T],
+        data: bytes | None = None,
+        body: Callable[[ExitStack], Any] | None = None,
+        retries: bool = True,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.timeout = timeout
+        self.read = read
+        self.data = data
+        self.body = body
+        self.retries = retries
+        self.idempotent = method in IDEMPOTENT
 
     def reading(self, read: Reader[T]) -> Outgoing[T]:
         """The same request with another reader (a download's writer, made per attempt)."""
-        return evolve(self, read=read)
+        return Outgoing(
+            self.method,
+            self.url,
+            self.headers,
+            self.timeout,
+            read,
+            self.data,
+            self.body,
+            self.retries,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Outgoing {self.method} {self.url.raw_path}>"  # never the headers (the key)
