@@ -2,11 +2,12 @@
 
 Configured from the environment the test sets (``FLEET_REDIS``, ``FLEET_QUEUE``,
 ``FLEET_PREFIX``, ``FLEET_DOWNLOADS``, ``FLEET_RECONCILE_WINDOW``, ``FLEET_RECONCILE_INTERVAL``,
-``PRISM_API_KEY``, ``PRISM_BASE_URL``), with a short
-``idle_timeout`` so that a killed worker's jobs come back within the test. A journal middleware
-records in Redis what each process runs (``<prefix>running``: task id -> pid and arguments;
-``<prefix>runs``: every start), and each worker adds its pid to ``<prefix>workers`` once
-started: the test picks the workers it kills from them.
+``FLEET_BUDGET``: the ledger budget the client spends from, none by default; ``PRISM_API_KEY``,
+``PRISM_BASE_URL``), with a short ``idle_timeout`` so that a killed worker's jobs come back within
+the test. A journal middleware records in Redis what each process runs (``<prefix>running``:
+task id -> pid and arguments; ``<prefix>runs``: every start; ``<prefix>ended``: every end, with
+the job's ``state`` or the type of the ``error`` it raised), and each worker adds its pid to
+``<prefix>workers`` once started: the test picks the workers it kills from them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ tasks = PrismTasks(
     reconcile_window=float(os.environ.get("FLEET_RECONCILE_WINDOW", "1800")),
     reconcile_interval=float(os.environ.get("FLEET_RECONCILE_INTERVAL", "0.3")),
     poll=PollPolicy(initial_delay=0.1, interval=0.2, max_interval=0.3, jitter=0.1, timeout=60),
+    budget=os.environ.get("FLEET_BUDGET") or None,
 )
 
 
@@ -69,8 +71,20 @@ class Journal(TaskiqMiddleware):
         return message
 
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        value = result.return_value
+        entry = json.dumps(
+            {
+                "pid": os.getpid(),
+                "task": message.task_name,
+                "args": message.args,
+                "state": value.get("state") if isinstance(value, dict) else None,
+                "error": type(result.error).__name__ if result.is_err else None,
+            },
+            default=str,
+        )
         with contextlib.suppress(RedisError):
             await self._connection().hdel(f"{PREFIX}running", message.task_id)
+            await self._connection().rpush(f"{PREFIX}ended", entry)
 
     async def shutdown(self) -> None:
         if self._redis is not None:

@@ -5,11 +5,14 @@ submissions as they come, bounds its waits, and resumes from its checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +27,8 @@ from prism_async.integrations.taskiq import (
     Tracker,
     TrackEvent,
 )
-from prism_async.ledger import GenerationRecord, Ledger, RedisLedger
+from prism_async.ledger import Charge, GenerationRecord, Ledger, RedisLedger, Reservation
+from prism_async.ledger._model import Owner
 from prism_async.testing import FakePrismServer
 from prism_async.webhooks import WebhookEvent, WebhookHub
 from tests.conftest import NO_WAIT
@@ -319,3 +323,62 @@ async def test_the_tracker_reconciles_ambiguous_keys_itself(world: World) -> Non
     assert len(world.fake.requests_to("POST", "/api/generations")) == 3
     assert tracker.stats.reconciled >= 2  # the twins settle together
     assert {e.key for e in world.events if e.kind == "reconciled"} <= set(lost)
+
+
+async def test_the_tracker_settles_budget_reservations(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On its reconcile cadence the tracker settles the budget's reservations: one whose process
+    died before its key's row was written is released (nothing was sent), one of a live process
+    is kept. A ledger that keeps no money, or fails to settle, does not stop it."""
+    ledger, now = world.ledger, datetime.now(UTC)
+    await ledger.set_budget("b", 1000)
+    gone = Owner(socket.gethostname(), 2**22 + 1, "?")  # above any pid_max: no such process
+    for key, owner in (("dead/1", gone), ("live/1", Owner.me())):
+        charge = Charge(key, now, 120.0, "generation", MODEL, "shape", 1, {}, "b")
+        reservation = Reservation(key, "b", 120.0, now, charge, owner=str(owner))
+        assert (await ledger.reserve(reservation, now))[0] == "reserved"
+    tracker = world.tracker(reconcile_interval=0.1)
+    await asyncio.wait_for(tracker.run(until_idle=True), 10)
+    assert tracker.stats.settled == 1
+    assert [r.id async for r in ledger.reservations()] == ["live/1"]
+    assert (await ledger.budget("b")).reserved == 120  # type: ignore[union-attr]
+
+    async def keeps_none() -> int:
+        raise NotImplementedError
+
+    async def fails() -> int:
+        raise RuntimeError("boom")
+
+    for broken in (keeps_none, fails):
+        monkeypatch.setattr(ledger, "settle_reservations", broken)
+        await asyncio.wait_for(world.tracker(reconcile_interval=0.1).run(until_idle=True), 10)
+    assert "could not settle the budget reservations: boom" in caplog.text
+
+
+async def test_a_cancellation_swallowed_on_the_way_still_stops_the_tracker(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's ``wait_for`` (inside redis-py) can swallow a cancellation: the tracker
+    still stops, as the task says it was cancelled."""
+    inside = asyncio.Event()
+
+    async def swallowing() -> int:
+        if not inside.is_set():  # once
+            inside.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+        return 0
+
+    monkeypatch.setattr(world.ledger, "settle_reservations", swallowing)
+    running = asyncio.create_task(world.tracker(reconcile_interval=0.1).run())
+    await asyncio.wait_for(inside.wait(), 5)
+    running.cancel()
+    try:
+        done, _ = await asyncio.wait({running}, timeout=5)
+        assert done, "the tracker went on after its cancellation"
+        assert running.cancelled()
+    finally:
+        while not running.done():  # (it failed: the next cancellation is not swallowed)
+            running.cancel()
+            await asyncio.wait({running}, timeout=0.5)

@@ -268,7 +268,7 @@ class Spending:
     async def _reserve(self, hold: Hold, request: Request) -> None:
         assert self.budget is not None
         deadline = asyncio.get_running_loop().time() + self.timeout
-        swept = False
+        swept = took_over = False
         while True:
             priced = await quote(self.ledger, request)
             credits = priced.credits if priced.credits is not None else 0.0
@@ -292,6 +292,13 @@ class Spending:
             verdict, budget = await self.ledger.reserve(reservation, _now())
             if budget is None:
                 raise InvalidRequestError("budget", f"no budget is named {self.budget!r}")
+            if verdict == "held" and not took_over:
+                # An earlier attempt of this key holds it, perhaps a process that died before
+                # the key's row was written: a sweep would release that one under us. Take it
+                # over (released, then reserved again as ours: refused if it no longer fits).
+                took_over = True
+                await self.ledger.release(reservation.id)
+                continue
             if verdict != "refused":
                 hold.reservation, hold.ours = reservation, verdict == "reserved"
                 return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from prism_async import (
     TemplateRequest,
 )
 from prism_async.ledger import Charge, Reservation, SQLiteLedger, SubmissionState
+from prism_async.ledger._prices import shape_of
 from prism_async.testing import MODEL_PRICES, TEMPLATE_PRICE, FakePrismServer
 from tests.conftest import NO_WAIT
 
@@ -269,3 +271,33 @@ async def test_one_probe_per_unknown_shape(fake: FakePrismServer, tmp_path: Path
         budget = await prism.ledger.budget("b")
         assert budget is not None
         assert (budget.spent, budget.reserved) == (2 * PRICE, 0)
+
+
+async def test_a_key_held_by_a_dead_process_is_taken_over(
+    fake: FakePrismServer, tmp_path: Path
+) -> None:
+    """A job redelivered after its worker died between reserving and writing the key's row:
+    the new attempt takes the reservation over (a sweep would release the dead one's)."""
+    db = tmp_path / "l.db"
+    now = datetime.now(UTC)
+    async with SQLiteLedger(db) as ledger:
+        await ledger.set_budget("b", 2 * PRICE)
+        charge = Charge("warm", now, PRICE, "generation", "veo-3.1", shape_key(), budget="b")
+        await ledger.add_charge(charge)  # the price is known
+        dead = f"{socket.gethostname()}:{2**22 + 1}:?"  # above any Linux pid_max: gone
+        held = Reservation("k", "b", PRICE, now, attrs.evolve(charge, id="k"), owner=dead)
+        assert (await ledger.reserve(held, now))[0] == "reserved"
+    async with client(fake, db, budget="b") as prism:
+        assert prism.ledger is not None
+        (mine,) = [r async for r in prism.ledger.reservations()]
+        assert mine.owner == dead
+        await prism.generations.create(prompt="the job again", model_name="veo-3.1", key="k")
+        assert [r async for r in prism.ledger.reservations()] == []
+        budget = await prism.ledger.budget("b")
+        assert budget is not None
+        assert (budget.spent, budget.reserved) == (2 * PRICE, 0)
+    assert posts(fake) == 1
+
+
+def shape_key() -> str:
+    return shape_of(GenerationRequest(prompt="x", model_name="veo-3.1")).key

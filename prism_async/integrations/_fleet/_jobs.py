@@ -34,6 +34,7 @@ from prism_async import (
     AmbiguousSubmissionError,
     APIConnectionError,
     APIStatusError,
+    BudgetExceededError,
     Generation,
     GenerationBatch,
     GenerationFailedError,
@@ -175,8 +176,10 @@ async def submit(
     Returns:
         ``{"key", "state", "generation_ids", "error"}``; ``state`` is ``accepted`` or
         ``reconciled`` (the ids are known), ``rejected`` (a definitive refusal: nothing was
-        queued) or, rarely, ``ambiguous`` (no rule can settle it: a template without a webhook,
-        or a partial find once the window closed; a person must ``ledger resolve`` it).
+        queued; a 402 pause too), ``refused`` (the client's budget cannot hold its price:
+        nothing was sent) or, rarely, ``ambiguous`` (no rule can settle it: a template without
+        a webhook, or a partial find once the window closed; a person must ``ledger resolve``
+        it).
 
     Raises:
         InvalidRequestError: a bad request, before anything is sent.
@@ -191,6 +194,8 @@ async def submit(
             batch = await _send(prism, key, built)
         except (AmbiguousSubmissionError, SubmissionInFlightError):
             pass
+        except BudgetExceededError as exc:  # the client's budget: nothing was sent
+            return _outcome(key, "refused", error=exc)
         except (APIConnectionError, APIStatusError, ResponseValidationError) as exc:
             if not exc.maybe_sent:
                 return _outcome(key, "rejected", error=exc)

@@ -118,6 +118,8 @@ class TrackerStats:
     """Ambiguous keys it settled from the history."""
     rejected: int = 0
     """Ambiguous keys whose window closed with nothing queued (their jobs send them again)."""
+    settled: int = 0
+    """Budget reservations it settled (their keys settled, or their process died unsent)."""
 
 
 class Tracker:
@@ -133,8 +135,8 @@ class Tracker:
         checkpoint: where to keep the feed's handled cursor (None: read it all at start).
         on_event: called with each :class:`TrackEvent`.
         reconcile_interval: seconds between two passes over the ledger's ambiguous keys (and
-            ``sending`` ones whose process died), each reconciled from the account's history;
-            default: the ledger's ``reconcile_interval``. A fleet needs no person for them.
+            ``sending`` ones whose process died), reconciled from the history, and its budget
+            reservations, settled; default: the ledger's. A fleet needs no person for them.
     """
 
     def __init__(
@@ -190,7 +192,7 @@ class Tracker:
         self.cursor = await self.checkpoint.load() if self.checkpoint is not None else 0
         next_scan = next_reconcile = 0.0
         try:
-            while True:
+            while (me := asyncio.current_task()) is None or not me.cancelling():
                 due = time.monotonic() >= next_reconcile
                 if due and await self._weather(self._reconcile()) is not None:
                     next_reconcile = time.monotonic() + self.reconcile_interval
@@ -213,6 +215,7 @@ class Tracker:
                 await self._finish(*finished)
                 while not self._finished.empty():
                     await self._finish(*self._finished.get_nowait())
+            raise asyncio.CancelledError  # one that redis-py swallowed (3.11's wait_for)
         finally:
             await self._stop()
 
@@ -227,11 +230,8 @@ class Tracker:
                 logger.warning("tracker: Redis cannot be reached (%s); carrying on", exc)
             return None
         if self._outage is not None:
-            logger.warning(
-                "tracker: Redis can be reached again after %.0f s",
-                time.monotonic() - self._outage,
-            )
-            self._outage = None
+            down, self._outage = time.monotonic() - self._outage, None
+            logger.warning("tracker: Redis can be reached again after %.0f s", down)
         return result
 
     def _outage_pause(self) -> float:
@@ -254,8 +254,7 @@ class Tracker:
         room = self.max_pending - len(self._pending)
         if room <= 0:
             return 0, False
-        limit = min(500, room)
-        since = self.cursor
+        limit, since = min(500, room), self.cursor
         rows, self.cursor = await self.ledger.changes(since, limit=limit)
         for row in rows:
             await self._take(row, since)
@@ -287,7 +286,7 @@ class Tracker:
         """One pass over the keys that may have been queued without their ids being known:
         each is reconciled from the history (keys of one request settle together, so one
         reconciliation per fingerprint). A reconciled key comes in on the feed and is tracked;
-        a rejected one is sent again by its job."""
+        a rejected one is sent again by its job. Then the budget reservations are settled."""
         now = datetime.now(UTC)
         rows = [row async for row in self.ledger.list(state=SubmissionState.AMBIGUOUS)]
         rows += [
@@ -315,6 +314,12 @@ class Tracker:
             elif settled.state == SubmissionState.REJECTED:
                 self.stats.rejected += 1
                 self._event("rejected", "", row.key, settled.error)
+        try:  # best effort: the next pass (or a budget refusal) settles what is left
+            self.stats.settled += await self.ledger.settle_reservations()
+        except NotImplementedError:
+            pass  # a ledger that keeps no money
+        except Exception as exc:
+            logger.warning("tracker: could not settle the budget reservations: %s", exc)
         return len(rows)
 
     # -- waits -------------------------------------------------------------------------------
@@ -353,9 +358,7 @@ class Tracker:
             self._event("lost", generation_id, pending.key, str(exc))
             return
         if exc is not None:  # unexpected: wait again
-            logger.warning(
-                "tracker: the wait for %s failed (%r); waiting again", generation_id, exc
-            )
+            logger.warning("tracker: the wait for %s failed (%r); retrying", generation_id, exc)
             self._start(generation_id, pending, delay=5.0)
             return
         generation = task.result()
