@@ -5,9 +5,9 @@
 video): the fake charges at most 2,000, exactly 16 are accepted, and every other job met
 BudgetExceededError (the task ends ``refused``) without a POST. Then the same with a worker
 killed (``kill -9``) while it holds reservations for POSTs in flight (answered 1 s late by the
-fake, which charged them on arrival): the cap still holds; its keys are reconciled (by the fleet's tracker, here in this
-process, and by their redelivered jobs) and its reservations settled, so the budget ends with
-nothing reserved and exactly what the fake charged spent.
+fake, which charged them on arrival): the cap still holds; its keys are reconciled (by the
+fleet's tracker, here in this process, and by their redelivered jobs) and its reservations
+settled, so the budget ends with nothing reserved and exactly what the fake charged spent.
 """
 
 from __future__ import annotations
