@@ -202,17 +202,29 @@ class Spending:
         credits_of: Callable[[B], float | None],
         count_of: Callable[[B], int],
         charged_by_ledger: bool,
+        replayed: Callable[[], bool] = lambda: False,
     ) -> B:
         """Send a paid request under the rules. ``charged_by_ledger``: its key's row records
-        the charge when it settles (so only the reservation is dealt with here)."""
+        the charge when it settles (so only the reservation is dealt with here);
+        ``replayed()``: the ledger answered from its record, sending nothing."""
         hold = await self.hold(request)
         try:
             result = await send()
         except BaseException as exc:
             await self._failed(hold, exc)
             raise
+        if replayed():  # an accepted key: charged when it was accepted; hold nothing now
+            if hold is not None and hold.reservation is not None:
+                await self._quietly(self.ledger.release(hold.charge.id))
+            return result
         await self._accepted(hold, credits_of(result), count_of(result), charged_by_ledger)
         return result
+
+    async def _quietly(self, write: Awaitable[None]) -> None:
+        try:
+            await write
+        except (LedgerUnavailableError, NotImplementedError) as exc:
+            logger.warning("the ledger could not drop a reservation (the sweep will): %s", exc)
 
     async def hold(self, request: Request) -> Hold | None:
         """Admit one paid POST: raise if the fleet is paused by a 402 or the budget cannot hold
@@ -231,10 +243,6 @@ class Spending:
             labels=dict(request.labels or {}),
             budget=self.budget,
         )
-        if self.budget is not None and request.key is not None:
-            recorded = await self.ledger.get(request.key)
-            if recorded is not None and recorded.done:
-                return None  # replayed from the ledger: nothing is sent, nothing reserved
         hold = Hold(charge)
         try:
             hold.probe_402 = await self._admit()

@@ -20,14 +20,16 @@ T = TypeVar("T")
 
 MONEY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS charges (
-    id TEXT PRIMARY KEY, at REAL NOT NULL, budget TEXT, data TEXT NOT NULL
+    id TEXT PRIMARY KEY, at REAL NOT NULL, budget TEXT, credits REAL NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS charges_at ON charges (at);
-CREATE INDEX IF NOT EXISTS charges_budget ON charges (budget, at);
+CREATE INDEX IF NOT EXISTS charges_budget ON charges (budget, at, credits);
 CREATE TABLE IF NOT EXISTS prices (
     shape TEXT PRIMARY KEY, credits REAL NOT NULL, samples INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS budgets (name TEXT PRIMARY KEY, max_credits REAL NOT NULL, per TEXT);
+CREATE TABLE IF NOT EXISTS budgets (
+    name TEXT PRIMARY KEY, max_credits REAL NOT NULL, per TEXT, spent REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY, budget TEXT NOT NULL, credits REAL NOT NULL, probe_shape TEXT,
     probe_until REAL, expires REAL, data TEXT NOT NULL
@@ -42,16 +44,17 @@ _PAGE = 500
 
 
 def _budget(db: sqlite3.Connection, name: str, now: float) -> Budget | None:
-    row = db.execute("SELECT max_credits, per FROM budgets WHERE name = ?", (name,)).fetchone()
+    sql = "SELECT max_credits, per, spent FROM budgets WHERE name = ?"
+    row = db.execute(sql, (name,)).fetchone()
     if row is None:
         return None
     start = window_start(row["per"], datetime.fromtimestamp(now, tz=UTC))
-    since = float("-inf") if start is None else start.timestamp()
-    spent = db.execute(
-        "SELECT coalesce(sum(json_extract(data, '$.credits')), 0) FROM charges "
-        "WHERE budget = ? AND at >= ?",
-        (name, since),
-    ).fetchone()[0]
+    spent = row["spent"]  # a lifetime cap: its running total
+    if start is not None:  # a rolling window: the covering index sums it
+        spent = db.execute(
+            "SELECT coalesce(sum(credits), 0) FROM charges WHERE budget = ? AND at >= ?",
+            (name, start.timestamp()),
+        ).fetchone()[0]
     reserved = db.execute(  # a probe counts at its shape's price once that is learnt
         "SELECT coalesce(sum(CASE WHEN r.probe_shape IS NULL THEN r.credits "
         "ELSE coalesce(p.credits, 0) END), 0) FROM reservations r "
@@ -105,11 +108,14 @@ def _reserve(
 
 def _add_charge(db: sqlite3.Connection, charge: Charge, base: tuple[str, float] | None) -> bool:
     added = db.execute(
-        "INSERT OR IGNORE INTO charges (id, at, budget, data) VALUES (?, ?, ?, ?)",
-        (charge.id, charge.at.timestamp(), charge.budget, charge_to_json(charge)),
+        "INSERT OR IGNORE INTO charges (id, at, budget, credits, data) VALUES (?, ?, ?, ?, ?)",
+        (charge.id, charge.at.timestamp(), charge.budget, charge.credits, charge_to_json(charge)),
     ).rowcount
     db.execute("DELETE FROM reservations WHERE id = ?", (charge.id,))
     if added:
+        if charge.budget is not None:
+            sql = "UPDATE budgets SET spent = spent + ? WHERE name = ?"
+            db.execute(sql, (charge.credits, charge.budget))
         db.execute(_LEARN, (charge.shape, charge.credits))
         if base is not None:
             db.execute(_LEARN, base)
@@ -153,11 +159,13 @@ class SQLiteMoney:
         return await self._run(read)
 
     async def put_budget(self, name: str, max_credits: float, per: str | None) -> None:
-        sql = (
-            "INSERT INTO budgets (name, max_credits, per) VALUES (?, ?, ?) ON CONFLICT (name) "
-            "DO UPDATE SET max_credits = excluded.max_credits, per = excluded.per"
+        sql = (  # a new budget's running total starts from the charges made under its name
+            "INSERT INTO budgets (name, max_credits, per, spent) VALUES (?, ?, ?, "
+            "(SELECT coalesce(sum(credits), 0) FROM charges WHERE budget = ?)) "
+            "ON CONFLICT (name) DO UPDATE SET max_credits = excluded.max_credits, "
+            "per = excluded.per"
         )
-        await self._write(lambda db: db.execute(sql, (name, max_credits, per)))
+        await self._write(lambda db: db.execute(sql, (name, max_credits, per, name)))
 
     async def budget(self, name: str) -> Budget | None:
         now = datetime.now(UTC).timestamp()

@@ -63,6 +63,11 @@ class Resource:
         already accepted returns ``replay`` of its record and sends nothing. With a ledger, the
         spend rules come first (a 402 pause, the budget) and the charge is recorded after."""
         key, durable, spending = request.key, self._durable, self._spending
+        replays: list[Submission] = []
+
+        def replaying(submission: Submission) -> B:
+            replays.append(submission)
+            return replay(submission)
 
         async def submit() -> B:
             if key is None or durable is None:
@@ -76,7 +81,7 @@ class Resource:
                 send=send,
                 ids_of=ids_of,
                 credits_of=credits_of,
-                replay=replay,
+                replay=replaying,
             )
 
         if spending is None:
@@ -87,6 +92,7 @@ class Resource:
             credits_of=credits_of,
             count_of=lambda batch: len(ids_of(batch)),
             charged_by_ledger=key is not None,
+            replayed=lambda: bool(replays),
         )
 
 

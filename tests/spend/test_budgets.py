@@ -301,3 +301,21 @@ async def test_a_key_held_by_a_dead_process_is_taken_over(
 
 def shape_key() -> str:
     return shape_of(GenerationRequest(prompt="x", model_name="veo-3.1")).key
+
+
+async def test_a_replayed_key_holds_and_spends_nothing_more(
+    fake: FakePrismServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db) as ledger:
+        await ledger.set_budget("b", 3 * PRICE)
+    async with client(fake, db, budget="b") as prism:
+        first = await prism.generations.create(prompt="once", model_name="veo-3.1", key="k")
+        again = await prism.generations.create(prompt="once", model_name="veo-3.1", key="k")
+        assert again.ids == first.ids
+        assert posts(fake) == 1
+        assert prism.ledger is not None
+        assert [r async for r in prism.ledger.reservations()] == []
+        budget = await prism.ledger.budget("b")
+        assert budget is not None
+        assert (budget.spent, budget.reserved) == (PRICE, 0)
