@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 CASES = (
-    "throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "fleet", "fleet_outage",
+    "throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "budget", "fleet",
+    "fleet_outage",
 )  # fmt: skip
 
 
@@ -67,6 +68,10 @@ def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
         from . import ledger
 
         return ledger.run(quick)
+    if name == "budget":
+        from . import budget
+
+        return budget.run(quick)
     if name == "fleet":
         from . import fleet
 
@@ -131,6 +136,10 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             f"{seconds['aiohttp'] * 1000:.0f} ms | {row['ratio_vs_aiohttp']} | - | - |"
         )
     rows.extend(_ledger_rows(results.get("ledger", [])))
+    if "budget" in results:
+        from .budget import table_rows
+
+        rows.extend(table_rows(results["budget"]))
     rows.extend(_fleet_rows(results.get("fleet", [])))
     rows.extend(_fleet_outage_rows(results.get("fleet_outage", [])))
     return "\n".join(rows)

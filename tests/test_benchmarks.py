@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks import __main__ as suite
-from benchmarks import bulk_wait, fleet, imports, ledger, parsing, throughput, transfers
+from benchmarks import budget, bulk_wait, fleet, imports, ledger, parsing, throughput, transfers
 from prism_async import PollPolicy
 
 
@@ -59,6 +59,36 @@ def test_ledger_case_runs_both_parts_and_the_table() -> None:
     text = suite.table({"ledger": [submits, runs]})
     assert "create with a SQLite ledger" in text
     assert "prism.run, 6 generations" in text
+    assert "- (quick)" in text
+
+
+def test_budget_case_runs_every_part_and_the_table(redis_url: str) -> None:
+    """The budget case submits with and without a budget on a SQLite and a Redis ledger (the
+    budget charged for every submission, nothing left reserved), runs ``prism.run`` with a
+    budget (price learnt, and cold) and without one in fresh processes (every video
+    downloaded), times ``reserve`` against a budget's history, and the suite renders the
+    rows."""
+    submits = budget.run_submits(size=(4, 1), redis_url=redis_url)
+    for backend in ("sqlite", "redis"):
+        ms = submits[backend]["ms_per_submission_median"]
+        assert ms["budget"] > 0
+        assert ms["none"] > 0
+        [after] = submits[backend]["budget_after"]
+        assert after["reserved"] == 0
+        assert after["spent"] > 0
+    runs = budget.run_runs(size=(6, 1), seconds=(0.2, 0.6))
+    assert runs["errors"] == {"budget": 0, "none": 0, "cold": 0}
+    assert [s["files"] for c in ("budget", "none", "cold") for s in runs["samples"][c]] == [6] * 3
+    assert runs["samples"]["budget"][0]["budget_after"]["reserved"] == 0
+    assert runs["judged"] is False
+    history = budget.run_history(sizes=(0, 20), redis_url=redis_url)
+    for backend in ("sqlite", "redis"):
+        assert set(history[backend]) == {"lifetime", "day"}
+        assert all(ms > 0 for window in history[backend].values() for ms in window.values())
+    text = suite.table({"budget": [submits, runs, history]})
+    assert "create(key=) with a budget, c=1 (4 x 1)" in text
+    assert "ledger.reserve with 0 -> 20 charges in the budget" in text
+    assert "prism.run with a budget, 6 generations" in text
     assert "- (quick)" in text
 
 
