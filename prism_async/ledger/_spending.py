@@ -53,6 +53,9 @@ B = TypeVar("B")
 Request = GenerationRequest | TemplateRequest
 _LEDGER_REFUSALS = (AmbiguousSubmissionError, SubmissionConflictError, SubmissionInFlightError)
 _PRICE_POLL = 0.1
+PRICE_TTL = 10.0
+"""Seconds a client trusts a price it saw (a changed price is learnt by the next charge)."""
+_SEEN_SHAPES = 1024
 _ORPHAN = timedelta(minutes=10)
 """A keyed reservation whose key never got a row (its process died before the claim)."""
 
@@ -193,6 +196,26 @@ class Spending:
         self.timeout = timeout
         self._keeps_money = True  # False once a custom backend says it keeps none
         self._owner = str(Owner.me())
+        # Prices this client saw charged or quoted "seen", for PRICE_TTL seconds: a budgeted
+        # POST then reads no price from the ledger (the reservation still checks the cap).
+        self._seen: dict[str, tuple[float, float]] = {}
+
+    def _remember(self, shape: str, credits: float) -> None:
+        if len(self._seen) >= _SEEN_SHAPES:
+            self._seen.clear()
+        self._seen[shape] = (credits, asyncio.get_running_loop().time())
+
+    async def _quote(self, request: Request) -> Quote:
+        """The quote a reservation is made at: a price this client saw in the last
+        PRICE_TTL seconds, else the ledger's."""
+        shape = shape_of(request).key
+        seen = self._seen.get(shape)
+        if seen is not None and asyncio.get_running_loop().time() - seen[1] < PRICE_TTL:
+            return Quote(seen[0], "seen", 1)
+        priced = await quote(self.ledger, request)
+        if priced.basis == "seen" and priced.credits is not None:
+            self._remember(shape, priced.credits)
+        return priced
 
     async def paid(
         self,
@@ -278,7 +301,7 @@ class Spending:
         deadline = asyncio.get_running_loop().time() + self.timeout
         swept = took_over = False
         while True:
-            priced = await quote(self.ledger, request)
+            priced = await self._quote(request)
             credits = priced.credits if priced.credits is not None else 0.0
             reservation = Reservation(
                 id=hold.charge.id,
@@ -330,6 +353,8 @@ class Spending:
     ) -> None:
         if hold is None:
             return
+        if credits is not None and count == hold.charge.count:
+            self._remember(hold.charge.shape, credits)  # what this very shape was charged
         try:
             if hold.probe_402:
                 await self.ledger.clear_paid_pause()
