@@ -324,12 +324,14 @@ class Spending:
             if budget is None:
                 raise InvalidRequestError("budget", f"no budget is named {self.budget!r}")
             if verdict == "held" and not took_over:
-                # An earlier attempt of this key holds it, perhaps a process that died before
-                # the key's row was written: a sweep would release that one under us. Take it
-                # over (released, then reserved again as ours: refused if it no longer fits).
                 took_over = True
-                await self.ledger.release(reservation.id)
-                continue
+                if await self.ledger.get(reservation.id) is None:
+                    # An earlier attempt holds it whose process may have died before the key's
+                    # row was written: a sweep would release that one under us. Take it over
+                    # (released, then reserved again as ours: refused if it no longer fits).
+                    # With a row, it stays: the key may have been sent, and is settled later.
+                    await self.ledger.release(reservation.id)
+                    continue
             if verdict != "refused":
                 hold.reservation, hold.ours = reservation, verdict == "reserved"
                 return
@@ -340,6 +342,10 @@ class Spending:
             if not swept and await settle_reservations(self.ledger):
                 swept = True  # settled keys freed credits: try once more
                 continue
+            if request.key is not None:
+                row = await self.ledger.get(request.key)
+                if row is not None and row.state != SubmissionState.REJECTED:
+                    return  # the ledger answers for this key (or refuses it): nothing is sent
             raise BudgetExceededError(
                 budget.name,
                 max_credits=budget.max_credits,

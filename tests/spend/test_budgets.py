@@ -319,3 +319,19 @@ async def test_a_replayed_key_holds_and_spends_nothing_more(
         budget = await prism.ledger.budget("b")
         assert budget is not None
         assert (budget.spent, budget.reserved) == (PRICE, 0)
+
+
+async def test_a_settled_key_replays_under_a_full_budget(
+    fake: FakePrismServer, tmp_path: Path
+) -> None:
+    """The budget is spent, but the key was accepted: its batch comes back, nothing refused."""
+    db = tmp_path / "l.db"
+    async with SQLiteLedger(db) as ledger:
+        await ledger.set_budget("b", PRICE)
+    async with client(fake, db, budget="b") as prism:
+        first = await prism.generations.create(prompt="once", model_name="veo-3.1", key="k")
+        again = await prism.generations.create(prompt="once", model_name="veo-3.1", key="k")
+        assert again.ids == first.ids
+        with pytest.raises(BudgetExceededError):
+            await prism.generations.create(prompt="new", model_name="veo-3.1", key="other")
+    assert posts(fake) == 1
