@@ -335,6 +335,10 @@ async def test_redis_down_never_fails_a_request(
     warnings = [r for r in caplog.records if "429 pauses cannot be shared" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
+    # the paid POST did not wait out the ledger's retries for its 402 check and its charge
+    # record (a client without a budget): one bounded try, then they are skipped for a while
+    skipped = [r for r in caplog.records if "the ledger is not answering" in r.getMessage()]
+    assert len(skipped) == 1
 
 
 async def commands(store: redis.Redis) -> dict[str, int]:

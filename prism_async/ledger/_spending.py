@@ -12,6 +12,7 @@ by every refusal and by the tracker) or, without a key, until it lapses.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -50,9 +51,14 @@ __all__ = [
 logger = logging.getLogger("prism_async")
 
 B = TypeVar("B")
+T = TypeVar("T")
 Request = GenerationRequest | TemplateRequest
 _LEDGER_REFUSALS = (AmbiguousSubmissionError, SubmissionConflictError, SubmissionInFlightError)
 _PRICE_POLL = 0.1
+BEST_EFFORT = 1.0
+"""Seconds a client without a budget waits for the ledger's 402 pause or charge record."""
+OUTAGE_SKIP = 5.0
+"""Seconds those calls are skipped after one did not answer in time."""
 PRICE_TTL = 10.0
 """Seconds a client trusts a price it saw (a changed price is learnt by the next charge)."""
 _SEEN_SHAPES = 1024
@@ -199,6 +205,7 @@ class Spending:
         # Prices this client saw charged or quoted "seen", for PRICE_TTL seconds: a budgeted
         # POST then reads no price from the ledger (the reservation still checks the cap).
         self._seen: dict[str, tuple[float, float]] = {}
+        self._skip_until = 0.0  # best-effort calls are skipped until then (a ledger outage)
 
     def _remember(self, shape: str, credits: float) -> None:
         if len(self._seen) >= _SEEN_SHAPES:
@@ -278,13 +285,36 @@ class Spending:
             await self._reserve(hold, request)
         return hold
 
-    async def _admit(self) -> bool:
+    async def _best_effort(self, call: Awaitable[T]) -> T | None:
+        """A money call of a client without a budget: the request never waits for a ledger in
+        trouble (bounded to BEST_EFFORT seconds, then skipped for OUTAGE_SKIP seconds)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._skip_until:
+            if inspect.iscoroutine(call):
+                call.close()  # never awaited: no "coroutine was never awaited" warning
+            return None
         try:
-            verdict, until = await self.ledger.admit_paid(_now(), self.timeout)
-        except LedgerUnavailableError:
-            if self.budget is not None:
-                raise
-            return False  # no budget to keep: the shared pause is best effort
+            async with asyncio.timeout(BEST_EFFORT):
+                return await call
+        except (TimeoutError, LedgerUnavailableError) as exc:
+            self._skip_until = loop.time() + OUTAGE_SKIP
+            logger.warning(
+                "the ledger is not answering (%s): paid requests go on without the shared "
+                "402 pause and their charges are not recorded for %g s",
+                type(exc).__name__,
+                OUTAGE_SKIP,
+            )
+            return None
+
+    async def _admit(self) -> bool:
+        admit = self.ledger.admit_paid(_now(), self.timeout)
+        if self.budget is not None:  # a budget needs the ledger: its errors are the caller's
+            verdict, until = await admit
+        else:
+            answer = await self._best_effort(admit)
+            if answer is None:
+                return False
+            verdict, until = answer
         if verdict == "paused":
             error = InsufficientCreditsError(
                 "paid requests are paused after a 402 seen by a process sharing the ledger "
@@ -369,7 +399,10 @@ class Spending:
                     hold.reservation.credits if hold.reservation is not None else 0.0
                 )
                 charge = attrs.evolve(hold.charge, at=_now(), credits=paid, count=count or 1)
-                await self.ledger.add_charge(charge)
+                if self.budget is None:
+                    await self._best_effort(self.ledger.add_charge(charge))
+                else:
+                    await self.ledger.add_charge(charge)
         except (LedgerUnavailableError, NotImplementedError) as exc:
             logger.warning(
                 "the charge of a paid request (%s) is not recorded in the ledger: %s",
@@ -383,7 +416,7 @@ class Spending:
         try:
             if isinstance(exc, InsufficientCreditsError) and exc.paused_until is None:
                 until = _now() + timedelta(seconds=self.pause_on_402)
-                await self.ledger.pause_paid(until)
+                await self._best_effort(self.ledger.pause_paid(until))
             definitive = isinstance(exc, PrismError) and not exc.maybe_sent
             if hold.ours and definitive and not isinstance(exc, _LEDGER_REFUSALS):
                 await self.ledger.release(hold.charge.id)
