@@ -30,9 +30,7 @@ import asyncio
 import functools
 import json
 import resource
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +45,18 @@ from prism_async.ledger import Charge, Ledger, RedisLedger, Reservation, SQLiteL
 from tests.redis_server import RedisServer
 
 from ._server import ServerProcess
-from .ledger import API_KEY, MODEL, POLICY, PROMPT, SECONDS, VIDEO_BYTES, _rss, _submit
+from .ledger import (
+    API_KEY,
+    MODEL,
+    POLICY,
+    PROMPT,
+    SECONDS,
+    VIDEO_BYTES,
+    _rss,
+    _submit,
+    run_in_folder,
+    spawn,
+)
 from .ledger import _with_ledger as _prism_run
 
 BUDGET = "bench"
@@ -212,22 +221,12 @@ async def _run_here(contender: str, base_url: str, n: int, folder: Path) -> dict
 
 
 def run_one(contender: str, base_url: str, n: int) -> dict[str, Any]:
-    """One contender's run in this (fresh) process, in a temporary folder of its own."""
-    folder = Path(tempfile.mkdtemp(prefix="prism-budget-run-"))
-    try:
-        return asyncio.run(_run_here(contender, base_url, n, folder))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    """One contender's run in this (fresh) process."""
+    return run_in_folder(_run_here, contender, base_url, n)
 
 
 def _spawn(contender: str, n: int, seed: int, seconds: tuple[float, float]) -> dict[str, Any]:
-    """One contender in a fresh process, against a fresh fake (same seed: same durations)."""
-    with ServerProcess("fake", *seconds, seed, VIDEO_BYTES) as server:
-        asyncio.run(server.ready())
-        command = [sys.executable, "-m", "benchmarks.budget", "--one", contender,
-                   "--base-url", server.base_url, "--n", str(n)]  # fmt: skip
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return dict(json.loads(output.strip().splitlines()[-1]))
+    return spawn("benchmarks.budget", contender, n, seed, seconds)
 
 
 def run_runs(

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,32 +202,39 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_one(contender: str, base_url: str, n: int) -> dict[str, Any]:
+RunHere = Callable[[str, str, int, Path], Coroutine[Any, Any, dict[str, Any]]]
+"""One contender's run in this process: ``(contender, base_url, n, folder)`` -> its row."""
+
+
+def run_in_folder(run_here: RunHere, contender: str, base_url: str, n: int) -> dict[str, Any]:
     """One contender's run in this (fresh) process, in a temporary folder of its own."""
-    folder = Path(tempfile.mkdtemp(prefix="prism-ledger-run-"))
+    folder = Path(tempfile.mkdtemp(prefix="prism-bench-run-"))
     try:
-        return asyncio.run(_run_here(contender, base_url, n, folder))
+        return asyncio.run(run_here(contender, base_url, n, folder))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _spawn(contender: str, n: int, seed: int, seconds: tuple[float, float]) -> dict[str, Any]:
-    """One contender in a fresh process, against a fresh fake (same seed: same durations)."""
+def run_one(contender: str, base_url: str, n: int) -> dict[str, Any]:
+    """One contender's run in this (fresh) process."""
+    return run_in_folder(_run_here, contender, base_url, n)
+
+
+def spawn(
+    module: str, contender: str, n: int, seed: int, seconds: tuple[float, float]
+) -> dict[str, Any]:
+    """``python -m <module> --one <contender>`` in a fresh process, against a fresh fake (same
+    seed: same durations); the JSON row it prints last."""
     with ServerProcess("fake", *seconds, seed, VIDEO_BYTES) as server:
         asyncio.run(server.ready())
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.ledger",
-            "--one",
-            contender,
-            "--base-url",
-            server.base_url,
-            "--n",
-            str(n),
-        ]
+        command = [sys.executable, "-m", module, "--one", contender,
+                   "--base-url", server.base_url, "--n", str(n)]  # fmt: skip
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def _spawn(contender: str, n: int, seed: int, seconds: tuple[float, float]) -> dict[str, Any]:
+    return spawn("benchmarks.ledger", contender, n, seed, seconds)
 
 
 def run_runs(
