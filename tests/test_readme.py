@@ -23,23 +23,25 @@ def python_block(section: str) -> str:
     return match.group(1)
 
 
+def run_block(section: str, folder: Path, fake: ThreadedFake) -> subprocess.CompletedProcess[str]:
+    """The first python block under ``section``, run as a script in ``folder`` with only
+    ``PRISM_API_KEY`` and ``PRISM_BASE_URL`` (the fake's) set, as a new user would."""
+    (folder / "example.py").write_text(python_block(section), encoding="utf-8")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
+    environment |= {"PRISM_API_KEY": fake.server.api_key, "PRISM_BASE_URL": fake.server.base_url}
+    return subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_the_quick_start_ends_with_downloaded_videos(tmp_path: Path) -> None:
-    code = python_block("## Quick start")
-    (tmp_path / "quick_start.py").write_text(code, encoding="utf-8")
     with ThreadedFake(generation_seconds=0.2) as fake:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
-        environment |= {
-            "PRISM_API_KEY": fake.server.api_key,
-            "PRISM_BASE_URL": fake.server.base_url,
-        }
-        done = subprocess.run(
-            [sys.executable, "quick_start.py"],
-            cwd=tmp_path,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_block("## Quick start", tmp_path, fake)
         video = fake.server.video
     assert done.returncode == 0, done.stderr
     files = sorted(tmp_path.glob("gen_*.mp4"))

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_cli import ThreadedFake
-from tests.test_readme import python_block
+from tests.test_readme import run_block
 
 pytestmark = pytest.mark.processes
 
 
 def test_the_spend_control_example_stops_at_the_budget(tmp_path: Path) -> None:
-    (tmp_path / "spend.py").write_text(python_block("## Spend control"), encoding="utf-8")
     with ThreadedFake(generation_seconds=0.2) as fake:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("PRISM_")}
-        environment |= {
-            "PRISM_API_KEY": fake.server.api_key,
-            "PRISM_BASE_URL": fake.server.base_url,
-        }
-        done = subprocess.run(
-            [sys.executable, "spend.py"],
-            cwd=tmp_path,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_block("## Spend control", tmp_path, fake)
         charged = 10_000 - fake.server.credits
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
