@@ -152,10 +152,12 @@ class PrismClient:
             policy_given=poll is not None,
             hub=webhooks,
             on_done=durable.finished if durable is not None else None,
+            ledger=durable.ledger if durable is not None else None,
+            limit=max_connections,
         )
         spending = self._spending
         self.generations = Generations(self._http, durable, spending, self._waiter)
-        self.templates = Templates(self._http, durable, spending, webhooks)
+        self.templates = Templates(self._http, durable, spending, webhooks, self._waiter.births)
         self.uploads = Uploads(self._http)
         self.characters = Characters(self._http)
         self.assets = Assets(self._http)
@@ -321,7 +323,7 @@ class PrismClient:
         Waits still running end at once with :class:`~prism_async.ClientClosedError`, and no
         request is sent after this. Idempotent.
         """
-        self._waiter.close()
+        await self._waiter.aclose()
         await self._http.aclose()
         if self._stop_listening is not None:
             self._stop_listening()

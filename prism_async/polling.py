@@ -49,6 +49,11 @@ class PollPolicy:
     interval starts at ``interval`` and grows by ``multiplier`` up to ``max_interval``. Each
     delay is spread by ``jitter`` (a fraction) so many waits do not poll in lock-step. A wait
     gives up after ``timeout`` seconds.
+
+    With ``learn=True`` (the default) and some history, polls follow instead how long
+    generations of the same kind took: none before a finish is plausible, then one every
+    ``max_interval`` (less its jitter), counted from the generation's creation, so a wait on
+    an id that finished long ago polls at once.
     """
 
     initial_delay: float = field(default=5.0, converter=float, validator=_non_negative)
@@ -66,6 +71,10 @@ class PollPolicy:
     is different: a switch for "full jitter" between 0 and the backoff.)"""
     timeout: float = field(default=900.0, converter=float, validator=validators.gt(0.0))
     """Seconds before a wait raises ``WaitTimeoutError``."""
+    learn: bool = field(default=True, validator=validators.instance_of(bool))
+    """Schedule the polls from how long generations of the same model, duration, resolution
+    and template took before (counted from each generation's creation); ``max_interval``
+    still bounds how late a finished generation is noticed. False: the fixed backoff above."""
 
     @classmethod
     def from_latency_estimate(

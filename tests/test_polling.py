@@ -196,7 +196,9 @@ async def test_backoff_schedule_grows_to_max_interval(
     for _ in range(5):
         mock.get(url("gen_1"), payload=status("gen_1", "generating"))
     mock.get(url("gen_1"), payload=status("gen_1", "completed"))
-    policy = PollPolicy(initial_delay=5, interval=5, max_interval=12, multiplier=1.5, jitter=0)
+    policy = PollPolicy(
+        initial_delay=5, interval=5, max_interval=12, multiplier=1.5, jitter=0, learn=False
+    )
     async with PrismClient(KEY, base_url=API, poll=policy) as prism:
         await prism.wait_for_generation("gen_1")
     assert sleeps == [5.0, 5.0, 7.5, 11.25, 12.0, 12.0]
@@ -207,7 +209,7 @@ async def test_jitter_spreads_the_first_poll_too(mock: aioresponses, sleeps: lis
     ids = [f"gen_{n}" for n in range(20)]
     for generation_id in ids:
         mock.get(url(generation_id), payload=status(generation_id, "completed"))
-    policy = PollPolicy(initial_delay=5, jitter=0.1)
+    policy = PollPolicy(initial_delay=5, jitter=0.1, learn=False)
     async with PrismClient(KEY, base_url=API, poll=policy) as prism:
         await prism.wait_for_generations(ids)
     assert len(sleeps) == 20
@@ -256,8 +258,8 @@ async def test_template_batch_is_waited_on_with_its_estimate(
         (done,) = await prism.wait_for_generations(batch)
     assert done.id == "gen_t"
     first, second = sleeps
-    assert 4.5 <= first <= 5.5  # initial_delay kept
-    assert 18.0 <= second <= 22.0  # 120 / 6 = 20 s, +/-10% jitter
+    assert first == 0.0  # an id this client did not create: its status says how old it is
+    assert 18.0 <= second <= 22.0  # no history: 120 / 6 = 20 s, +/-10% jitter
 
 
 async def test_wait_for_generations_keeps_input_order(
@@ -429,7 +431,7 @@ async def test_a_configured_client_policy_wins_over_the_estimate(
 ) -> None:
     """The estimate only replaces the default cadence, not one the user configured."""
     batch = slow_template_batch(mock)
-    policy = PollPolicy(initial_delay=1, interval=2, jitter=0)
+    policy = PollPolicy(initial_delay=1, interval=2, jitter=0, learn=False)
     async with PrismClient(KEY, base_url=API, poll=policy) as prism:
         await prism.wait_for_generations(batch)
     assert sleeps == [1.0, 2.0]

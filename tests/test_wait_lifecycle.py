@@ -349,7 +349,7 @@ async def test_an_explicit_default_policy_is_not_replaced_by_the_estimate(
         generations=[TemplateGeneration(generation_id="gen_t")],
         latency_estimate=LatencyEstimate(typical=120, busy=300),
     )
-    explicit = PollPolicy(jitter=0)
+    explicit = PollPolicy(jitter=0, learn=False)
     async with PrismClient(KEY, base_url=API, poll=explicit) as prism:
         await prism.wait_for_generations(batch)
     assert sleeps == [5.0, 5.0]

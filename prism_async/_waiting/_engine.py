@@ -1,142 +1,62 @@
-"""The engine of the waits: one poll loop per generation; one, many, as completed.
+"""The engine of the waits: one scheduler for every wait of a client; one, many, as completed.
 
-A wait is one poll loop built on tenacity: it retries on the *result* (the generation is not
-terminal yet) and on transient failures of the status request, with exponential backoff from
-``interval`` to ``max_interval`` and a little jitter so thousands of waits do not poll in
-lock-step. Each status request is a single attempt: the loop's backoff is the only spacing (a
-``Retry-After`` stretches it), so a struggling server sees one request per wait per delay. The
-wait's own deadline is an ``asyncio.timeout`` around the whole loop, so it fires on time even
-while a status request is in flight. A wait starts no background task: cancelling the task that
-awaits it stops its polling at once.
+Every wait is an entry of the client's :class:`~._scheduler.Scheduler` (a timer heap; a task
+only for a status request in flight), owned by the :class:`~._watch.Watch` of the call that
+started it: the watch plans each entry's polls (:mod:`._cadence`: learnt from how long
+generations took, or the policy's fixed backoff), stretches them to a ``Retry-After``, lets
+a webhook hint poll at once, and ends them at the call's deadline. Transient failures of a
+status request (connection errors, timeouts, 429, 5xx) never end a wait. The caller's task
+runs ``on_update`` and the ledger's record, and gets the outcomes; a wait starts no
+background task of its own, and cancelling the caller stops its polling at once.
 
-The loop needs no client: a :class:`Waiter` gives it a single-attempt status fetch, the default
-policy and the webhook hub, and ends every running wait with :class:`ClientClosedError` when the
-client closes. A wait that ends before its generation because the app is stopping (the client
-closed, or a cancellation after the hub closed: a server's graceful-shutdown timeout) logs the
-generation's id at WARNING first, so that no paid video is lost with the task.
+When the client closes, every running wait ends with :class:`ClientClosedError`. A wait that
+ends before its generation because the app is stopping (the client closed, or a cancellation
+after the client or hub closed: a server's graceful-shutdown timeout) logs the generation's id
+at WARNING first, so that no paid video is lost with the task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
-import tenacity
-
-from .._callbacks import call_maybe_async
-from .._clock import poll_sleep
 from .._errors import (
-    APIConnectionError,
-    APIStatusError,
     ClientClosedError,
     GenerationFailedError,
     InvalidRequestError,
-    ResponseValidationError,
-    WaitTimeoutError,
 )
 from .._validation import check_text
 from ..models.generations import Generation, GenerationBatch
 from ..models.templates import TemplateGenerationBatch
 from ..polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
-from ._tasks import cancel_all
+from ._cadence import Births, Durations, births_in
+from ._scheduler import Fetch, Scheduler
+from ._watch import Watch
 
 if TYPE_CHECKING:
+    from ..ledger import Ledger
     from ..webhooks import WebhookHub
 
 __all__ = ["Fetch", "Waiter"]
 
 logger = logging.getLogger("prism_async")
 
-Fetch = Callable[[str], Awaitable[Generation]]
-"""One status request for a generation id: a single attempt, no retries of its own."""
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """Failures of a status request that must not end a wait (the video may still be fine)."""
-    if isinstance(exc, APIConnectionError | ResponseValidationError):
-        return True
-    if isinstance(exc, APIStatusError):
-        return exc.status_code in (408, 429) or exc.status_code >= 500
-    return False
-
-
-def _not_terminal(generation: Generation) -> bool:
-    return not generation.is_done
-
-
-def _log_transient(state: tenacity.RetryCallState) -> None:
-    outcome = state.outcome
-    if outcome is not None and outcome.failed:
-        logger.debug("status request failed, the wait goes on: %s", outcome.exception())
-
-
-_RETRY = tenacity.retry_if_result(_not_terminal) | tenacity.retry_if_exception(_is_transient)
-
-
-class _PollWait(tenacity.wait.wait_base):
-    """The policy's backoff, stretched to a server's ``Retry-After`` (429, 503, any status);
-    the ``normal`` policy while the hub is not reliable (its bus is down), for good once it
-    closes."""
-
-    def __init__(
-        self, policy: PollPolicy, *, normal: PollPolicy | None = None, hub: WebhookHub | None = None
-    ) -> None:
-        self._policy = policy
-        self._normal = normal
-        self._hub = hub
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        policy = self._policy
-        if self._normal is not None and self._hub is not None and not self._hub.reliable:
-            policy = self._normal  # no webhook may come now
-            if self._hub.closed:
-                self._policy, self._normal = policy, None  # nor any more
-        delay = policy.delay(retry_state.attempt_number)
-        outcome = retry_state.outcome
-        if outcome is not None and outcome.failed:
-            exc = outcome.exception()
-            if isinstance(exc, APIStatusError) and exc.retry_after is not None:
-                delay = max(delay, exc.retry_after)
-        return delay
-
-
-def _log_abandoned(generation_id: str, why: str, last: Generation | None) -> None:
-    """A wait ends before its generation did: the id must not be lost with it."""
-    logger.warning(
-        "wait for generation %s ended before the generation did (%s; last status: %s): "
-        "it goes on, and is paid for; wait for it again by its id",
-        generation_id,
-        why,
-        last.status if last is not None else "not polled yet",
-        extra={"prism_generation_ids": [generation_id]},
-    )
-
-
-async def _sleep_or_hint(hint: asyncio.Event, seconds: float) -> None:
-    """Sleep, unless a webhook says the generation is done: then poll at once to confirm."""
-    if not hint.is_set():
-        try:
-            async with asyncio.timeout(seconds):
-                await hint.wait()
-        except TimeoutError:
-            return
-    hint.clear()
-
 
 class Waiter:
     """What the waits of one client share. :class:`~prism_async.PrismClient` makes one.
 
     Args:
-        fetch: one status request (a single attempt: the wait's backoff spaces them).
+        fetch: one status request (a single attempt: the wait's schedule spaces them).
         policy: the client's default policy.
         policy_given: whether the user chose that policy (a template batch's latency estimate
             then does not replace it).
         hub: the client's webhook hub, or None.
         on_done: awaited with each terminal generation a wait returns (the ledger records it).
+        ledger: the client's ledger, or None: where learnt durations are shared, and where
+            the creation of an id this client did not create is looked up.
+        limit: status requests in flight at most.
     """
 
     def __init__(
@@ -147,25 +67,54 @@ class Waiter:
         policy_given: bool,
         hub: WebhookHub | None,
         on_done: Callable[[Generation], Awaitable[None]] | None = None,
+        ledger: Ledger | None = None,
+        limit: int = 100,
     ) -> None:
-        self.fetch = fetch
         self.on_done = on_done
         self.policy = policy
         self.policy_given = policy_given
         self.hub = hub
         self.closed = False
-        self._running: dict[asyncio.Task[Any], int] = {}  # task -> waits it is inside
-        self._closing: set[asyncio.Task[Any]] = set()  # cancelled by close()
+        self.scheduler = Scheduler(fetch, limit)
+        self.durations = Durations(ledger)
+        self.births = Births()
+        self.watches: set[Watch] = set()
+        self._ledger = ledger
 
     def close(self) -> None:
         """End every running wait with :class:`ClientClosedError` (each logs its generation id
         at WARNING), and refuse new ones."""
         self.closed = True
-        current = asyncio.current_task()
-        for task in self._running:
-            if task is not current and task not in self._closing and not task.done():
-                self._closing.add(task)
-                task.cancel()
+        for watch in list(self.watches):
+            watch.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then share what was learnt (briefly, best effort)."""
+        self.close()
+        await self.durations.aclose()
+
+    async def watch(
+        self, ids: list[str], *, timeout: float, policy: PollPolicy, notify: bool
+    ) -> Watch:
+        """Start the waits of one call; the caller must :meth:`Watch.stop` it (``finally``).
+
+        Raises:
+            ClientClosedError: the client is closed.
+        """
+        if self.closed:
+            raise ClientClosedError("this PrismClient is closed; create a new one")
+        births: dict[str, tuple[str, float]] = {}
+        if policy.learn:
+            births = {i: birth for i in ids if (birth := self.births.get(i)) is not None}
+            if self._ledger is not None and len(births) < len(ids):
+                unknown = [i for i in ids if i not in births]
+                births.update(await births_in(self._ledger, unknown))
+            await self.durations.load({key for key, _ in births.values()})
+            if self.closed:
+                raise ClientClosedError("this PrismClient is closed; create a new one")
+        watch = Watch(self, policy, timeout, notify=notify)
+        watch.start(ids, births)
+        return watch
 
     async def wait(
         self,
@@ -181,74 +130,21 @@ class Waiter:
             WaitTimeoutError: not done after ``timeout`` seconds.
             ClientClosedError: the client was (or got) closed.
         """
-        if self.closed:
-            raise ClientClosedError("this PrismClient is closed; create a new one")
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task under asyncio
-            raise RuntimeError("waits run inside an asyncio task")
-        cancelling = task.cancelling()
-        last: Generation | None = None
-        fetch = self.fetch
-
-        async def poll_once() -> Generation:
-            nonlocal last
-            generation = await fetch(generation_id)
-            changed = last is None or last.status != generation.status
-            last = generation
-            if changed:
-                await call_maybe_async(on_update, generation)
-            return generation
-
-        hub = self.hub
-        hint: asyncio.Event | None = None
-        sleep: Callable[[float], Awaitable[None]] = poll_sleep
-        normal = policy
-        if hub is not None:
-            hint = hub.subscribe(generation_id)
-            sleep = functools.partial(_sleep_or_hint, hint)
-            if hub.expects(generation_id):  # its webhook will come: poll only as a fallback
-                slow = max(hub.fallback_interval, policy.max_interval)
-                policy = attrs.evolve(policy, interval=slow, max_interval=slow, multiplier=1.0)
-        retrying = tenacity.AsyncRetrying(
-            retry=_RETRY,
-            wait=_PollWait(policy, normal=normal, hub=hub),
-            stop=tenacity.stop_never,
-            sleep=sleep,
-            before_sleep=_log_transient,
-            reraise=True,
+        watch = await self.watch(
+            [generation_id], timeout=timeout, policy=policy, notify=on_update is not None
         )
-        deadline = asyncio.timeout(timeout)
-        self._running[task] = self._running.get(task, 0) + 1
+        cancelled = False
         try:
-            async with deadline:
-                await sleep(policy.jittered(policy.initial_delay))
-                generation: Generation = await retrying(poll_once)
-                if self.on_done is not None:
-                    await self.on_done(generation)
-                return generation
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            closed = False
+            entry = await watch.finished(on_update)
         except asyncio.CancelledError:
-            closing = task in self._closing
-            self._closing.discard(task)
-            if closing or self.closed or (hub is not None and hub.closed):  # shutting down
-                why = "the client closed" if closing else "cancelled while shutting down"
-                _log_abandoned(generation_id, why, last)
-            if not closing or task.uncancel() > cancelling:  # (cancelled by its owner: wins)
-                raise
-            closed = True
+            cancelled = True
+            raise
         finally:
-            if hub is not None and hint is not None:
-                hub.unsubscribe(generation_id, hint)
-            inside = self._running.pop(task) - 1
-            if inside:
-                self._running[task] = inside
-        # Raised here, outside the except blocks, so that the errors carry no context.
-        if closed:
-            raise ClientClosedError(f"the client was closed while waiting for {generation_id}")
-        raise WaitTimeoutError(generation_id, timeout, last)
+            await watch.stop(cancelled=cancelled)
+        if entry.error is not None:
+            raise entry.error
+        assert entry.last is not None
+        return entry.last
 
     # -- what the client's methods (and the public functions) forward to ----------------------
 
@@ -285,18 +181,32 @@ class Waiter:
         """``wait_for_generations``: one wait per distinct id, results in input order."""
         id_list, policy = self._ids_and_policy(ids, poll)
         seconds = _check_timeout(timeout, policy)
-        tasks = {
-            generation_id: asyncio.create_task(
-                self.one(generation_id, timeout=seconds, poll=policy, on_update=on_update)
+        distinct = list(dict.fromkeys(id_list))
+        results: dict[str, Any] = {}
+        failure: BaseException | None = None
+        if distinct:
+            watch = await self.watch(
+                distinct, timeout=seconds, policy=policy, notify=on_update is not None
             )
-            for generation_id in dict.fromkeys(id_list)
-        }
-        try:
-            results = await asyncio.gather(*tasks.values(), return_exceptions=return_exceptions)
-        finally:
-            await cancel_all(tasks.values())
-        by_id = dict(zip(tasks, results, strict=True))
-        return [by_id[generation_id] for generation_id in id_list]
+            cancelled = False
+            try:
+                while len(results) < len(distinct):
+                    entry = await watch.finished(on_update)
+                    outcome: Any = entry.error or entry.last
+                    if isinstance(outcome, Generation) and outcome.is_failed:
+                        outcome = GenerationFailedError(outcome)
+                    results[entry.id] = outcome
+                    if isinstance(outcome, BaseException) and not return_exceptions:
+                        failure = outcome
+                        break
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            finally:
+                await watch.stop(cancelled=cancelled)
+        if failure is not None:
+            raise failure  # (outside the except blocks: no context)
+        return [results[generation_id] for generation_id in id_list]
 
     def as_completed(
         self, ids: GenerationIds, *, timeout: float | None, poll: PollPolicy | None
@@ -309,17 +219,25 @@ class Waiter:
     async def _as_completed(
         self, ids: list[str], timeout: float, policy: PollPolicy
     ) -> AsyncGenerator[Generation, None]:
-        tasks = [
-            asyncio.create_task(
-                self.wait(generation_id, timeout=timeout, policy=policy, on_update=None)
-            )
-            for generation_id in ids
-        ]
+        if not ids:
+            return
+        watch = await self.watch(ids, timeout=timeout, policy=policy, notify=False)
+        cancelled = False
         try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
+            for _ in ids:
+                entry = await watch.finished(None)
+                if entry.error is not None:
+                    break
+                assert entry.last is not None
+                yield entry.last
+            else:
+                return
+        except (asyncio.CancelledError, GeneratorExit):
+            cancelled = True
+            raise
         finally:
-            await cancel_all(tasks)
+            await watch.stop(cancelled=cancelled)
+        raise entry.error
 
     def _ids_and_policy(
         self, ids: GenerationIds, poll: PollPolicy | None

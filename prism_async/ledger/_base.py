@@ -18,6 +18,7 @@ from .._errors import InvalidRequestError
 from ._model import GenerationRecord, Submission, SubmissionState, lease_is_alive
 from ._money import Money
 from ._spending import settle_money
+from ._timings import Timings
 
 __all__ = ["Ledger", "check_reconciliation"]
 
@@ -46,7 +47,7 @@ def check_reconciliation(
     )
 
 
-class Ledger(Money, abc.ABC):
+class Ledger(Money, Timings, abc.ABC):
     """Where durable submissions are kept (:class:`SQLiteLedger`, or your own backend).
 
     Pass one to ``PrismClient(ledger=...)``; then ``key=`` on ``generations.create`` and

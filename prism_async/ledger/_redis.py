@@ -5,7 +5,8 @@ redis-py's asyncio client (``pip install "prism-async[redis]"``). Each submissio
 is one Lua script, so it is atomic; the compare-and-set compares ``v``. Money-safe use needs
 the server to fsync every write (``appendonly yes``, ``appendfsync always``): the ledger checks
 at first use and logs a WARNING when the server says otherwise. The money primitives (charges,
-budgets, reservations, the 402 pause) are :class:`~prism_async.ledger._redis_money.RedisMoney`'s.
+budgets, reservations, the 402 pause) are :class:`~prism_async.ledger._redis_money.RedisMoney`'s,
+the learnt durations :class:`~prism_async.ledger._redis_timings.RedisTimings`'.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._model import GenerationRecord, Submission
 from ._redis_money import RedisMoney
 from ._redis_scripts import INSERT as _INSERT
 from ._redis_scripts import SWAP as _SWAP
+from ._redis_timings import RedisTimings
 
 __all__ = ["RedisLedger"]
 
@@ -88,7 +90,7 @@ def _retrying(
     return call
 
 
-class RedisLedger(RedisMoney, Ledger):
+class RedisLedger(RedisMoney, RedisTimings, Ledger):
     """A ledger on a Redis server shared by every process of a fleet.
 
     Args:

@@ -3,6 +3,7 @@ than one key is one script, so it is atomic; the compare-and-set compares the ve
 
 __all__ = [
     "ADD_CHARGE",
+    "ADD_DURATIONS",
     "ADMIT",
     "BUDGET",
     "CHARGES",
@@ -234,4 +235,29 @@ if pause[2] and pause[2] ~= '' and tonumber(pause[2]) > now then
 end
 redis.call('HSET', KEYS[1], 'probe', ARGV[2])
 return {'probe'}
+"""
+
+# -- learnt durations (see ``_redis_timings``) -----------------------------------------------
+
+# KEYS: the keys zset (key -> the number of its latest write), the write counter, then the list
+# of each sample's key (newest first), one per sample. ARGV: the prefix of those lists, window,
+# cap, then each sample's key and seconds. Each list keeps its `window` newest; beyond `cap`
+# keys, those written least recently go, with their lists.
+ADD_DURATIONS = """
+local window, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
+local list = 3
+for i = 4, #ARGV, 2 do
+  redis.call('LPUSH', KEYS[list], ARGV[i + 1])
+  redis.call('LTRIM', KEYS[list], 0, window - 1)
+  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[i])
+  list = list + 1
+end
+local over = redis.call('ZCARD', KEYS[1]) - cap
+if over > 0 then
+  for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
+    redis.call('DEL', ARGV[1] .. key)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+end
+return 1
 """

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from ._base import Ledger
 from ._model import GenerationRecord, Submission
 from ._sqlite_money import MONEY_SCHEMA, SQLiteMoney
+from ._sqlite_timings import TIMINGS_SCHEMA, SQLiteTimings
 
 __all__ = ["SQLiteLedger"]
 
@@ -163,7 +164,7 @@ def _transaction(
     return outcomes
 
 
-class SQLiteLedger(SQLiteMoney, Ledger):
+class SQLiteLedger(SQLiteMoney, SQLiteTimings, Ledger):
     """A ledger in one SQLite file (made when missing); share the file, not the object, between
     processes. A client given it closes it when the client closes; a closed ledger opens
     again on its next use.
@@ -203,7 +204,7 @@ class SQLiteLedger(SQLiteMoney, Ledger):
             db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = FULL")
-            db.executescript(_SCHEMA + MONEY_SCHEMA)
+            db.executescript(_SCHEMA + MONEY_SCHEMA + TIMINGS_SCHEMA)
             _add_change_numbers(db)
         except BaseException:
             db.close()  # e.g. not a database: never leave the connection open

@@ -13,10 +13,12 @@ from .._transport._http import HTTPClient
 from .._validation import check
 from ..ledger._intent import intent_of
 from ..ledger._model import Submission
+from ..ledger._prices import shape_of
 from ..models.common import Page
 from ..models.requests import GenerationRequest, TemplateRequest
 
 if TYPE_CHECKING:
+    from .._waiting._cadence import Births
     from ..ledger._durable import Durable
     from ..ledger._spending import Spending
 
@@ -33,6 +35,8 @@ class Resource:
         http: sends the requests.
         durable: the client's ledger rules, or None (no ledger).
         spending: the client's spend rules (budget, 402 pause, charges), or None (no ledger).
+        births: where the client's waits learn when (and with which shape) the ids of a paid
+            request were created, or None.
     """
 
     def __init__(
@@ -40,10 +44,12 @@ class Resource:
         http: HTTPClient,
         durable: Durable | None = None,
         spending: Spending | None = None,
+        births: Births | None = None,
     ) -> None:
         self._http = http
         self._durable = durable
         self._spending = spending
+        self._births = births
 
     def _check_key(self, key: str | None) -> None:
         if key is not None and self._durable is None:
@@ -62,8 +68,15 @@ class Resource:
         """Send a paid request; with its ``key`` (and a ledger), at most once ever: a key
         already accepted returns ``replay`` of its record and sends nothing. With a ledger, the
         spend rules come first (a 402 pause, the budget) and the charge is recorded after."""
-        key, durable, spending = request.key, self._durable, self._spending
+        key, durable, spending, births = request.key, self._durable, self._spending, self._births
         replays: list[Submission] = []
+        if births is not None:
+            sending = send
+
+            async def send() -> B:
+                batch = await sending()
+                births.note(ids_of(batch), shape_of(request).base)  # their waits count from now
+                return batch
 
         def replaying(submission: Submission) -> B:
             replays.append(submission)

@@ -15,7 +15,8 @@ from .._converters import structure, structure_data, unstructure
 from .._errors import GenerationFailedError, InvalidRequestError, PermissionDeniedError, PrismError
 from .._transport._http import HTTPClient, ProgressCallback
 from .._validation import check_text
-from .._waiting._engine import Fetch, Waiter
+from .._waiting._engine import Waiter
+from .._waiting._scheduler import Fetch
 from ..ledger._downloads import safe_name
 from ..ledger._model import Submission
 from ..ledger._spending import summary_of
@@ -84,7 +85,7 @@ class Generations(Resource):
         spending: Spending | None,
         waits: Waiter,
     ) -> None:
-        super().__init__(http, durable, spending)
+        super().__init__(http, durable, spending, waits.births)
         self._waits = waits
 
     async def create(

@@ -19,6 +19,7 @@ from ..models.templates import Template, TemplateGeneration, TemplateGenerationB
 from ._base import Resource, page_params, paginate
 
 if TYPE_CHECKING:
+    from .._waiting._cadence import Births
     from ..ledger._durable import Durable
     from ..ledger._spending import Spending
     from ..webhooks import WebhookHub
@@ -51,8 +52,9 @@ class Templates(Resource):
         durable: Durable | None,
         spending: Spending | None,
         hub: WebhookHub | None,
+        births: Births | None = None,
     ) -> None:
-        super().__init__(http, durable, spending)
+        super().__init__(http, durable, spending, births)
         self._hub = hub
 
     async def generate(

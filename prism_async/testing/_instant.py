@@ -37,9 +37,9 @@ def instant_waits() -> Iterator[Sleeps]:
     """
     sleeps = Sleeps()
 
-    async def poll(seconds: float) -> None:
+    def poll(seconds: float) -> float:
         sleeps.polls.append(seconds)
-        await asyncio.sleep(0)
+        return 0.0
 
     async def retry(seconds: float) -> None:
         sleeps.retries.append(seconds)

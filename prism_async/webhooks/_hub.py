@@ -11,6 +11,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Protocol, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
@@ -26,6 +27,16 @@ __all__ = ["KEY_PARAM", "TOKEN_PARAM", "WebhookHub"]
 logger = logging.getLogger("prism_async")
 
 KeyListener = Callable[[str, "WebhookEvent"], Awaitable[None]]
+
+
+class Hint(Protocol):
+    """What a wait subscribes with: told to poll now (an :class:`asyncio.Event` will do)."""
+
+    def set(self) -> None:
+        """Poll now."""
+
+
+H = TypeVar("H", bound=Hint)
 """Called with a ledger key and the webhook event that names it."""
 
 KEY_PARAM = "prism_key"
@@ -80,7 +91,7 @@ class WebhookHub:
         self._keep = keep
         self._keep_seconds = keep_seconds
         self._recent: OrderedDict[str, tuple[float, WebhookEvent]] = OrderedDict()
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[Hint]] = {}
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._subscribers: set[asyncio.Queue[WebhookEvent]] = set()
         self.bus = bus
@@ -298,16 +309,25 @@ class WebhookHub:
         hub is still open)."""
         return not self.closed and generation_id in self._expected
 
-    def subscribe(self, generation_id: str) -> asyncio.Event:
-        """An event set when a terminal webhook for the id arrives (or already had)."""
+    @overload
+    def subscribe(self, generation_id: str) -> asyncio.Event: ...
+
+    @overload
+    def subscribe(self, generation_id: str, waiter: H) -> H: ...
+
+    def subscribe(self, generation_id: str, waiter: Hint | None = None) -> Hint:
+        """``waiter`` (a new :class:`asyncio.Event` when not given) is ``set()`` when a terminal
+        webhook for the id arrives (or already had), and when the waits relying on webhooks
+        must poll now (the bus went down)."""
         self._listen()
-        waiter = asyncio.Event()
+        if waiter is None:
+            waiter = asyncio.Event()
         self._waiters.setdefault(generation_id, set()).add(waiter)
         if generation_id in self._recent:  # it came before the wait started
             waiter.set()
         return waiter
 
-    def unsubscribe(self, generation_id: str, waiter: asyncio.Event) -> None:
+    def unsubscribe(self, generation_id: str, waiter: Hint) -> None:
         """Forget a waiter (the wait ended)."""
         waiters = self._waiters.get(generation_id)
         if waiters is not None:

@@ -1,0 +1,250 @@
+"""When to poll: durations learnt from completed generations, and the schedule built on them.
+
+A generation's *timing key* is what sets how long it takes: its request's priced shape less
+the count (model, duration, resolution, audio, template: ``Shape.base``), also found in the
+ledger's row of a request sent by another process; an id known by neither has only the
+template its status names (or none). :class:`Durations` keeps the last :data:`WINDOW` durations
+(``completed_at - created_at``) of each key: recent data only (a drift replaces the window),
+and the schedule reads a low quantile of it (one freak short run moves it by one sample), so
+outliers cost at most a poll or two, never a late detection. With a ledger the samples are
+shared by every process using it (read when a key is first needed and every
+:data:`REFRESH` seconds, written in the background, best effort: a ledger failure never
+touches a wait).
+
+:func:`next_delay` is the schedule. With enough history, completion becomes *plausible* at a
+low quantile of the key's durations; the first poll comes one gap after that (counted from the
+generation's creation, so an old id is polled at once) and the next ones one gap apart, a gap
+being ``max_interval`` less its jitter: a finished generation is never noticed later than
+``max_interval`` after it finished, and a typical one costs two or three requests. Without
+history, or with ``learn=False``, it is the policy's fixed backoff from the start of the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..ledger._prices import base_of
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger, Submission
+    from ..models.generations import Generation
+    from ..polling import PollPolicy
+
+__all__ = ["Births", "Durations", "births_in", "key_of_row", "key_of_status", "next_delay"]
+
+logger = logging.getLogger("prism_async")
+
+WINDOW = 64
+"""Durations kept per timing key (the most recent)."""
+MIN_SAMPLES = 5
+"""Fewer than this and the key has no history yet (the fixed backoff is used)."""
+MAX_KEYS = 1000
+"""Timing keys kept in memory (the least recently used dropped beyond it)."""
+REFRESH = 60.0
+"""Seconds before a key's samples are read from the ledger again."""
+MAX_BIRTHS = 200_000
+"""Ids this client created whose birth it remembers (the oldest forgotten beyond it)."""
+LOOKUPS = 1000
+"""Ids of one call looked up in the ledger at most."""
+_LEDGER_TIMEOUT = 2.0
+
+
+def key_of_row(summary: Mapping[str, Any]) -> str | None:
+    """The timing key of a ledger row's request (its priced shape less the count), or None
+    for a row from before shapes were kept."""
+    shape = summary.get("shape")
+    if not isinstance(shape, str):
+        return None
+    return base_of(shape) or shape
+
+
+async def births_in(ledger: Ledger, ids: list[str]) -> dict[str, tuple[str, float]]:
+    """The timing key and creation (when it was sent) of the ids a ledger's rows name: an id
+    this process did not create (a resumed run, the tracker). Best effort, briefly; skipped
+    for more than :data:`LOOKUPS` ids."""
+    found: dict[str, tuple[str, float]] = {}
+    if len(ids) > LOOKUPS:
+        return found
+    rows: dict[str, Submission | None] = {}
+    try:
+        async with asyncio.timeout(_LEDGER_TIMEOUT):
+            for generation_id in ids:
+                record = await ledger.generation(generation_id)
+                if record is None or record.key is None:
+                    continue
+                if record.key not in rows:
+                    rows[record.key] = await ledger.get(record.key)
+                row = rows[record.key]
+                key = key_of_row(row.request) if row is not None else None
+                if row is not None and key is not None:
+                    found[generation_id] = (key, (row.sent_at or row.created_at).timestamp())
+    except Exception as exc:  # best effort: the first poll then says how old it is
+        logger.debug("could not look up when %d generations were created: %s", len(ids), exc)
+    return found
+
+
+def key_of_status(generation: Generation) -> str:
+    """The timing key of an id known only by its status: its template, or none."""
+    if generation.template_id:
+        return json.dumps(["template", generation.template_id])
+    return json.dumps(["any"])
+
+
+class Births:
+    """When, and with which timing key, this client created its ids (bounded)."""
+
+    def __init__(self, limit: int = MAX_BIRTHS) -> None:
+        self._limit = limit
+        self._births: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def note(self, ids: Iterable[str], key: str, born: float | None = None) -> None:
+        """Remember that ``ids`` were created now (or at ``born``, wall-clock seconds)."""
+        moment = time.time() if born is None else born
+        for generation_id in ids:
+            self._births[generation_id] = (key, moment)
+        while len(self._births) > self._limit:
+            self._births.popitem(last=False)
+
+    def get(self, generation_id: str) -> tuple[str, float] | None:
+        """The timing key and wall-clock birth of an id this client created, or None."""
+        return self._births.get(generation_id)
+
+    def forget(self, generation_id: str) -> None:
+        """Its wait is over."""
+        self._births.pop(generation_id, None)
+
+
+class Durations:
+    """How long generations take, per timing key (see the module docstring).
+
+    Args:
+        ledger: where the samples are shared, or None (this client's memory only).
+    """
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self._ledger = ledger
+        self._samples: OrderedDict[str, deque[float]] = OrderedDict()
+        self._plausible: dict[str, float | None] = {}
+        self._read: dict[str, float] = {}  # key -> when it was read from the ledger
+        self._unsaved: list[tuple[str, float]] = []
+        self._wanted: set[str] = set()
+        self._sync: asyncio.Task[None] | None = None
+
+    def plausible(self, key: str) -> float | None:
+        """Seconds after creation from which a generation of ``key`` may be done; None while
+        the key has too little history."""
+        if key not in self._plausible:
+            samples = self._samples.get(key)
+            value = None
+            if samples is not None and len(samples) >= MIN_SAMPLES:
+                ordered = sorted(samples)
+                value = ordered[int(0.02 * (len(ordered) - 1))] * 0.95
+            self._plausible[key] = value
+        if self._ledger is not None and key not in self._read:
+            self._wanted.add(key)  # read it in the background; the next wait benefits
+            self._start()
+        return self._plausible[key]
+
+    def learn(self, key: str, seconds: float) -> None:
+        """One more completed generation of ``key`` took ``seconds``."""
+        if not 0 < seconds < 86_400:
+            return
+        self._add(key, [seconds])
+        if self._ledger is not None:
+            self._unsaved.append((key, seconds))
+            del self._unsaved[: -10 * WINDOW]  # bounded while the ledger is away
+            self._start()
+
+    async def load(self, keys: Iterable[str]) -> None:
+        """Read the ledger's samples of ``keys`` not read for :data:`REFRESH` seconds."""
+        if self._ledger is None:
+            return
+        now = time.monotonic()
+        for key in {key for key in keys if now - self._read.get(key, -REFRESH) >= REFRESH}:
+            await self._read_key(key)
+
+    async def aclose(self) -> None:
+        """Write what is not written yet (best effort, briefly) and stop."""
+        self._wanted.clear()
+        sync = self._sync
+        if sync is not None and not sync.done():
+            await asyncio.wait({sync}, timeout=_LEDGER_TIMEOUT)
+            sync.cancel()
+            await asyncio.wait({sync}, timeout=_LEDGER_TIMEOUT)
+
+    # -- inside ------------------------------------------------------------------------------
+
+    def _add(self, key: str, values: Iterable[float]) -> None:
+        samples = self._samples.pop(key, None) or deque(maxlen=WINDOW)
+        samples.extend(values)
+        self._samples[key] = samples
+        self._plausible.pop(key, None)
+        while len(self._samples) > MAX_KEYS:
+            dropped, _ = self._samples.popitem(last=False)
+            self._plausible.pop(dropped, None)
+            self._read.pop(dropped, None)
+
+    async def _read_key(self, key: str) -> None:
+        assert self._ledger is not None
+        self._read[key] = time.monotonic()
+        try:
+            async with asyncio.timeout(_LEDGER_TIMEOUT):
+                stored = await self._ledger.durations(key)
+        except Exception as exc:  # best effort: memory is enough to wait well
+            logger.debug("could not read the learnt durations of %s: %s", key, exc)
+            return
+        mine = [value for k, value in self._unsaved if k == key]
+        self._samples.pop(key, None)
+        self._add(key, [*reversed(stored), *mine])
+
+    def _start(self) -> None:
+        if self._sync is None or self._sync.done():
+            with contextlib.suppress(RuntimeError):  # no loop: nothing to share with yet
+                self._sync = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._ledger is not None
+        while self._unsaved or self._wanted:
+            if self._unsaved:
+                batch, self._unsaved = self._unsaved, []
+                try:
+                    async with asyncio.timeout(_LEDGER_TIMEOUT):
+                        await self._ledger.add_durations(batch)
+                except Exception as exc:
+                    logger.debug("could not share %d learnt durations: %s", len(batch), exc)
+            if self._wanted:
+                await self._read_key(self._wanted.pop())
+
+
+def next_delay(
+    policy: PollPolicy,
+    *,
+    polls: int,
+    age: float | None,
+    plausible: float | None,
+) -> float:
+    """Seconds until the next status request of a wait that made ``polls`` of them.
+
+    Args:
+        policy: the wait's policy.
+        polls: status requests made so far.
+        age: seconds since the generation was created, or None when unknown yet.
+        plausible: :meth:`Durations.plausible` of its timing key, or None.
+    """
+    if policy.learn:
+        if age is not None and plausible is not None:
+            gap = policy.max_interval * (1.0 - policy.jitter * random.random())
+            return max(gap if polls else 0.0, plausible + gap - age)
+        if polls == 0 and age is None:
+            return 0.0  # its status says how old it is (an old id: done at once)
+    if polls == 0:
+        return policy.jittered(policy.initial_delay)
+    return policy.delay(polls)
