@@ -4,7 +4,9 @@ A generation's *timing key* is what sets how long it takes: its request's priced
 the count (model, duration, resolution, audio, template: ``Shape.base``), also found in the
 ledger's row of a request sent by another process; an id known by neither has only the
 template its status names (or none). :class:`Durations` keeps the last :data:`WINDOW` durations
-(``completed_at - created_at``) of each key: recent data only (a drift replaces the window),
+(``completed_at - created_at``) of each key, those of the latest *created* generations (not
+the latest to finish: after a burst those are its slowest): recent data only (a drift
+replaces the window),
 and the schedule reads a low quantile of it (one freak short run moves it by one sample), so
 outliers cost at most a poll or two, never a late detection. With a ledger the samples are
 shared by every process using it (read when a key is first needed and every
@@ -12,22 +14,25 @@ shared by every process using it (read when a key is first needed and every
 touches a wait).
 
 :func:`next_delay` is the schedule. With enough history, completion becomes *plausible* at a
-low quantile of the key's durations; the first poll comes one gap after that (counted from the
-generation's creation, so an old id is polled at once) and the next ones one gap apart, a gap
-being ``max_interval`` less its jitter: a finished generation is never noticed later than
-``max_interval`` after it finished, and a typical one costs two or three requests. Without
-history, or with ``learn=False``, it is the policy's fixed backoff from the start of the wait.
+low quantile of the key's durations (90% of the shortest in the window); the first poll comes
+one gap after that (counted from the generation's creation, so an old id is polled at once)
+and the next ones one gap apart, a gap being ``max_interval`` less 0.5 to 1.5 times its
+jitter (so that waits spread, and stay under it): a generation that finishes after the
+plausible point is noticed within ``max_interval``, and a typical one costs two or three
+requests. Without history, or with ``learn=False``, it is the policy's fixed backoff from the
+start of the wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ from ..ledger._prices import base_of
 
 if TYPE_CHECKING:
     from ..ledger import Ledger, Submission
+    from ..ledger._timings import Sample
     from ..models.generations import Generation
     from ..polling import PollPolicy
 
@@ -43,7 +49,7 @@ __all__ = ["Births", "Durations", "births_in", "key_of_row", "key_of_status", "n
 logger = logging.getLogger("prism_async")
 
 WINDOW = 64
-"""Durations kept per timing key (the most recent)."""
+"""Durations kept per timing key (of the latest created generations)."""
 MIN_SAMPLES = 5
 """Fewer than this and the key has no history yet (the fixed backoff is used)."""
 MAX_KEYS = 1000
@@ -131,10 +137,10 @@ class Durations:
 
     def __init__(self, ledger: Ledger | None = None) -> None:
         self._ledger = ledger
-        self._samples: OrderedDict[str, deque[float]] = OrderedDict()
+        self._samples: OrderedDict[str, list[tuple[float, float]]] = OrderedDict()
         self._plausible: dict[str, float | None] = {}
         self._read: dict[str, float] = {}  # key -> when it was read from the ledger
-        self._unsaved: list[tuple[str, float]] = []
+        self._unsaved: list[Sample] = []
         self._wanted: set[str] = set()
         self._sync: asyncio.Task[None] | None = None
 
@@ -145,21 +151,22 @@ class Durations:
             samples = self._samples.get(key)
             value = None
             if samples is not None and len(samples) >= MIN_SAMPLES:
-                ordered = sorted(samples)
-                value = ordered[int(0.02 * (len(ordered) - 1))] * 0.95
+                ordered = sorted(seconds for _, seconds in samples)
+                value = ordered[int(0.01 * (len(ordered) - 1))] * 0.9
             self._plausible[key] = value
         if self._ledger is not None and key not in self._read:
             self._wanted.add(key)  # read it in the background; the next wait benefits
             self._start()
         return self._plausible[key]
 
-    def learn(self, key: str, seconds: float) -> None:
-        """One more completed generation of ``key`` took ``seconds``."""
+    def learn(self, key: str, seconds: float, created: float) -> None:
+        """One more generation of ``key``, created at ``created`` (Unix seconds), took
+        ``seconds``."""
         if not 0 < seconds < 86_400:
             return
-        self._add(key, [seconds])
+        self._add(key, [(created, seconds)])
         if self._ledger is not None:
-            self._unsaved.append((key, seconds))
+            self._unsaved.append((key, seconds, created))
             del self._unsaved[: -10 * WINDOW]  # bounded while the ledger is away
             self._start()
 
@@ -182,9 +189,14 @@ class Durations:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _add(self, key: str, values: Iterable[float]) -> None:
-        samples = self._samples.pop(key, None) or deque(maxlen=WINDOW)
-        samples.extend(values)
+    def _add(self, key: str, values: Iterable[tuple[float, float]]) -> None:
+        """Keep the :data:`WINDOW` latest created ``(created, seconds)`` of ``key`` (a heap:
+        the earliest created goes first; after a burst, the last to finish are its slowest)."""
+        samples = self._samples.pop(key, None) or []
+        for value in values:
+            heapq.heappush(samples, value)
+            if len(samples) > WINDOW:
+                heapq.heappop(samples)
         self._samples[key] = samples
         self._plausible.pop(key, None)
         while len(self._samples) > MAX_KEYS:
@@ -201,9 +213,9 @@ class Durations:
         except Exception as exc:  # best effort: memory is enough to wait well
             logger.debug("could not read the learnt durations of %s: %s", key, exc)
             return
-        mine = [value for k, value in self._unsaved if k == key]
-        self._samples.pop(key, None)
-        self._add(key, [*reversed(stored), *mine])
+        mine = [(created, value) for k, value, created in self._unsaved if k == key]
+        self._samples.pop(key, None)  # the ledger's (the latest created first), then mine
+        self._add(key, [(-float(rank), value) for rank, value in enumerate(stored)] + mine)
 
     def _start(self) -> None:
         if self._sync is None or self._sync.done():
@@ -241,7 +253,7 @@ def next_delay(
     """
     if policy.learn:
         if age is not None and plausible is not None:
-            gap = policy.max_interval * (1.0 - policy.jitter * random.random())
+            gap = policy.max_interval * (1.0 - policy.jitter * (0.5 + random.random()))
             return max(gap if polls else 0.0, plausible + gap - age)
         if polls == 0 and age is None:
             return 0.0  # its status says how old it is (an old id: done at once)

@@ -225,7 +225,8 @@ class Watch:
         created, completed = generation.created_at, generation.completed_at
         if generation.is_completed and created is not None and completed is not None:
             assert entry.key is not None
-            self.waiter.durations.learn(entry.key, (completed - created).total_seconds())
+            seconds = (completed - created).total_seconds()
+            self.waiter.durations.learn(entry.key, seconds, created.timestamp())
 
     def _over(self, entry: Entry, *, queue: bool = True) -> None:
         held = entry.seq == HELD

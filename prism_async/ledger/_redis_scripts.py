@@ -246,10 +246,11 @@ return {'probe'}
 ADD_DURATIONS = """
 local window, cap = tonumber(ARGV[2]), tonumber(ARGV[3])
 local list = 3
-for i = 4, #ARGV, 2 do
-  redis.call('LPUSH', KEYS[list], ARGV[i + 1])
-  redis.call('LTRIM', KEYS[list], 0, window - 1)
-  redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[2]), ARGV[i])
+for i = 4, #ARGV, 3 do
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('ZADD', KEYS[list], ARGV[i + 2], ARGV[i + 1] .. '|' .. seq)
+  redis.call('ZREMRANGEBYRANK', KEYS[list], 0, -window - 1)
+  redis.call('ZADD', KEYS[1], seq, ARGV[i])
   list = list + 1
 end
 local over = redis.call('ZCARD', KEYS[1]) - cap

@@ -6,7 +6,8 @@ answer was lost is run again: its samples may then be kept twice (harmless to an
 
 Keys, all under the ledger's prefix ``P``:
 
-- ``P durations:of:<key>``: list, the key's seconds (``repr`` of the float), newest first;
+- ``P durations:of:<key>``: sorted set of the key's samples scored by their creation, each
+  member ``<seconds>|<number>`` (``repr`` of the float, and the write number: unique);
 - ``P durations:keys``: sorted set, each key scored by the number of its latest write;
 - ``P durations:seq``: the write counter (a number per sample).
 """
@@ -19,7 +20,7 @@ from typing import Any, TypeVar, cast
 from redis import asyncio as redis
 
 from . import _redis_scripts as scripts
-from ._timings import check_samples
+from ._timings import Sample, check_samples
 
 __all__ = ["RedisTimings"]
 
@@ -44,20 +45,22 @@ class RedisTimings:
     def _durations_key(self, name: str) -> str:
         return f"{self.prefix}durations:{name}"
 
-    async def add_durations(self, samples: Sequence[tuple[str, float]]) -> None:
-        """Append the samples and trim to the window and the key cap (one script)."""
+    async def add_durations(self, samples: Sequence[Sample]) -> None:
+        """Add the samples and trim to the window and the key cap (one script)."""
         checked = check_samples(samples)
         if not checked:
             return
         lists = self._durations_key("of:")
         keys = [self._durations_key("keys"), self._durations_key("seq")]
-        keys += [lists + key for key, _ in checked]
+        keys += [lists + key for key, _, _ in checked]
         args = [lists, str(max(1, self.DURATION_WINDOW)), str(max(1, self.DURATION_KEYS))]
-        for key, seconds in checked:
-            args += [key, repr(seconds)]  # the shortest text that reads back the same float
+        for key, seconds, created in checked:
+            args += [key, repr(seconds), repr(created)]  # texts that read back the same floats
         await self._eval(scripts.ADD_DURATIONS, keys, args)
 
     async def durations(self, key: str) -> list[float]:
-        """The samples kept for ``key``, most recent first."""
-        found = await self._call(lambda c: c.lrange(self._durations_key(f"of:{key}"), 0, -1))
-        return [float(seconds) for seconds in cast(list[str], found)]
+        """The seconds kept for ``key``, the latest created first."""
+        found = await self._call(
+            lambda c: c.zrevrange(self._durations_key(f"of:{key}"), 0, -1)
+        )
+        return [float(member.split("|")[0]) for member in cast(list[str], found)]

@@ -3,7 +3,8 @@
 process using the ledger. The poll scheduler learns from them when to poll.
 :class:`~prism_async.ledger.Ledger` inherits it.
 
-Each key keeps its :data:`DURATION_WINDOW` most recent samples, and the ledger at most
+Each key keeps the :data:`DURATION_WINDOW` samples of the most recently *created* generations
+(not the latest to finish: after a burst, those are its slowest), and the ledger at most
 :data:`DURATION_KEYS` keys (those written least recently are dropped beyond it). A backend
 provides the two primitives, :meth:`Timings.add_durations` being atomic.
 """
@@ -15,31 +16,40 @@ from collections.abc import Sequence
 
 from .._errors import InvalidRequestError
 
-__all__ = ["DURATION_KEYS", "DURATION_WINDOW", "Timings", "check_samples"]
+__all__ = ["DURATION_KEYS", "DURATION_WINDOW", "Sample", "Timings", "check_samples"]
 
 DURATION_WINDOW = 64
-"""Samples kept per key (the most recent)."""
+"""Samples kept per key (of the most recently created generations)."""
 DURATION_KEYS = 1000
 """Keys kept; beyond it, those written least recently are dropped (with their samples)."""
 
 
-def check_samples(samples: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """``samples`` as ``(key, seconds)`` pairs of a string and a finite float.
+Sample = tuple[str, float, float]
+"""``(key, seconds, created)``: how long a generation took, and when it was created (Unix
+seconds)."""
+
+
+def _finite(value: object) -> bool:
+    return (
+        not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    )
+
+
+def check_samples(samples: Sequence[Sample]) -> list[Sample]:
+    """``samples`` as ``(key, seconds, created)``: a string and two finite floats.
 
     Raises:
-        InvalidRequestError: a key that is not a string, seconds that are not a finite number.
+        InvalidRequestError: a key that is not a string, a number that is not finite.
     """
-    checked: list[tuple[str, float]] = []
-    for key, seconds in samples:
+    checked: list[Sample] = []
+    for key, seconds, created in samples:
         if not isinstance(key, str):
             raise InvalidRequestError("samples", f"a key must be a string; got {key!r}")
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds)
-        ):
-            raise InvalidRequestError("samples", f"seconds must be finite; got {seconds!r}")
-        checked.append((key, float(seconds)))
+        if not _finite(seconds) or not _finite(created):
+            raise InvalidRequestError(
+                "samples", f"seconds and created must be finite; got {seconds!r}, {created!r}"
+            )
+        checked.append((key, float(seconds), float(created)))
     return checked
 
 
@@ -51,12 +61,12 @@ class Timings:
     DURATION_KEYS: int = DURATION_KEYS
     """Keys kept (a backend reads it from the ledger object, at each write)."""
 
-    async def add_durations(self, samples: Sequence[tuple[str, float]]) -> None:
-        """Append samples ``(key, seconds)`` in one step, in order (the last is the most
-        recent); each key keeps its :attr:`DURATION_WINDOW` most recent; at most
-        :attr:`DURATION_KEYS` keys (the least recently written dropped)."""
+    async def add_durations(self, samples: Sequence[Sample]) -> None:
+        """Add samples ``(key, seconds, created)`` in one step; each key keeps the
+        :attr:`DURATION_WINDOW` most recently created; at most :attr:`DURATION_KEYS` keys (the
+        least recently written dropped)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no durations")
 
     async def durations(self, key: str) -> list[float]:
-        """The samples kept for ``key``, most recent first (``[]`` when none)."""
+        """The seconds kept for ``key``, the most recently created first (``[]`` when none)."""
         raise NotImplementedError(f"{type(self).__name__} keeps no durations")
