@@ -36,7 +36,15 @@ class Size(NamedTuple):
 
 FULL = Size(n=10_000, start=10.0, end=40.0)
 QUICK = Size(n=1_000, start=4.0, end=12.0)
-POLICY = PollPolicy(initial_delay=1.0, interval=1.0, max_interval=4.0, multiplier=1.5, jitter=0.1)
+HUGE = Size(n=100_000, start=150.0, end=300.0)
+POLICY = PollPolicy(
+    initial_delay=1.0, interval=1.0, max_interval=4.0, multiplier=1.5, jitter=0.1, learn=False
+)
+"""The fixed backoff (this case measures the scheduler; ``cadence.py`` measures learning)."""
+HUGE_POLICY = PollPolicy(
+    initial_delay=30.0, interval=30.0, max_interval=60.0, multiplier=1.5, jitter=0.1, learn=False
+)
+"""For 100,000 waits: what one server process on this machine answers (about 2,000 a second)."""
 
 
 def rss() -> int:
@@ -134,13 +142,17 @@ async def _run(
     }
 
 
-def run_one(contender: str, quick: bool = False, seed: int = 1) -> dict[str, Any]:
+def run_one(
+    contender: str, quick: bool = False, seed: int = 1, huge: bool = False
+) -> dict[str, Any]:
     """One contender, in this process."""
-    size = QUICK if quick else FULL
-    return asyncio.run(_run(contender, size.n, size.start, size.end, POLICY, seed))
+    size, policy = (HUGE, HUGE_POLICY) if huge else (QUICK if quick else FULL, POLICY)
+    return asyncio.run(_run(contender, size.n, size.start, size.end, policy, seed))
 
 
-def run(quick: bool = False, naive: bool = True, seed: int = 1) -> list[dict[str, Any]]:
+def run(
+    quick: bool = False, naive: bool = True, seed: int = 1, huge: bool = False
+) -> list[dict[str, Any]]:
     """Run prism_async (and the naive loop), each in a fresh process so memory is its own."""
     contenders = ["prism_async", "naive"] if naive else ["prism_async"]
     rows = []
@@ -156,6 +168,8 @@ def run(quick: bool = False, naive: bool = True, seed: int = 1) -> list[dict[str
         ]
         if quick:
             command.append("--quick")
+        if huge:
+            command.append("--huge")
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
     return rows
@@ -167,11 +181,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--one", choices=["prism_async", "naive"], help="run one contender here")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--huge", action="store_true", help="100,000 waits at a 30-60 s cadence (about 6 min)"
+    )
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.one, args.quick, args.seed)))
+        print(json.dumps(run_one(args.one, args.quick, args.seed, args.huge)))
         return
-    for row in run(quick=args.quick, naive=not args.no_naive, seed=args.seed):
+    for row in run(quick=args.quick, naive=not args.no_naive, seed=args.seed, huge=args.huge):
         print(json.dumps(row))
 
 

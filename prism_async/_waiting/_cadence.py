@@ -1,9 +1,10 @@
 """When to poll: durations learnt from completed generations, and the schedule built on them.
 
 A generation's *timing key* is what sets how long it takes: its request's priced shape less
-the count (model, duration, resolution, audio, template: ``Shape.base``), also found in the
-ledger's row of a request sent by another process; an id known by neither has only the
-template its status names (or none). :class:`Durations` keeps the last :data:`WINDOW` durations
+the count (model, duration, resolution, audio, template: ``Shape.base``), known for the ids
+this client created (:class:`Births`, which also remembers when); an id created elsewhere (a
+resumed run, the tracker) is polled at once, and its status gives its creation and its key:
+the template it names, or none. :class:`Durations` keeps the last :data:`WINDOW` durations
 (``completed_at - created_at``) of each key, those of the latest *created* generations (not
 the latest to finish: after a burst those are its slowest): recent data only (a drift
 replaces the window),
@@ -33,18 +34,16 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
-
-from ..ledger._prices import base_of
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger, Submission
+    from ..ledger import Ledger
     from ..ledger._timings import Sample
     from ..models.generations import Generation
     from ..polling import PollPolicy
 
-__all__ = ["Births", "Durations", "births_in", "key_of_row", "key_of_status", "next_delay"]
+__all__ = ["Births", "Durations", "key_of_status", "next_delay"]
 
 logger = logging.getLogger("prism_async")
 
@@ -58,43 +57,7 @@ REFRESH = 60.0
 """Seconds before a key's samples are read from the ledger again."""
 MAX_BIRTHS = 200_000
 """Ids this client created whose birth it remembers (the oldest forgotten beyond it)."""
-LOOKUPS = 1000
-"""Ids of one call looked up in the ledger at most."""
 _LEDGER_TIMEOUT = 2.0
-
-
-def key_of_row(summary: Mapping[str, Any]) -> str | None:
-    """The timing key of a ledger row's request (its priced shape less the count), or None
-    for a row from before shapes were kept."""
-    shape = summary.get("shape")
-    if not isinstance(shape, str):
-        return None
-    return base_of(shape) or shape
-
-
-async def births_in(ledger: Ledger, ids: list[str]) -> dict[str, tuple[str, float]]:
-    """The timing key and creation (when it was sent) of the ids a ledger's rows name: an id
-    this process did not create (a resumed run, the tracker). Best effort, briefly; skipped
-    for more than :data:`LOOKUPS` ids."""
-    found: dict[str, tuple[str, float]] = {}
-    if len(ids) > LOOKUPS:
-        return found
-    rows: dict[str, Submission | None] = {}
-    try:
-        async with asyncio.timeout(_LEDGER_TIMEOUT):
-            for generation_id in ids:
-                record = await ledger.generation(generation_id)
-                if record is None or record.key is None:
-                    continue
-                if record.key not in rows:
-                    rows[record.key] = await ledger.get(record.key)
-                row = rows[record.key]
-                key = key_of_row(row.request) if row is not None else None
-                if row is not None and key is not None:
-                    found[generation_id] = (key, (row.sent_at or row.created_at).timestamp())
-    except Exception as exc:  # best effort: the first poll then says how old it is
-        logger.debug("could not look up when %d generations were created: %s", len(ids), exc)
-    return found
 
 
 def key_of_status(generation: Generation) -> str:

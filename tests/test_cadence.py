@@ -1,0 +1,224 @@
+"""Waits that learn: the schedule from learnt durations, the duration model, and the one
+scheduler (a finished id costs one request; cancelled and closed waits leave nothing behind)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+from prism_async import ClientClosedError, PollPolicy, PrismClient
+from prism_async._waiting._cadence import WINDOW, Durations, next_delay
+from prism_async.ledger import SQLiteLedger
+from prism_async.testing import FakePrismServer, instant_waits
+
+STATUS = "/api/generations/gen_*"
+
+
+def gets(server: FakePrismServer) -> int:
+    return len(server.requests_to("GET", STATUS))
+
+
+def ours() -> list[asyncio.Task[object]]:
+    """The SDK's tasks still running (the fake server's connections are not ours)."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task()
+        and "/prism_async/" in task.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+        and "/prism_async/testing/" not in task.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+    ]
+
+
+# -- the schedule ------------------------------------------------------------------------------
+
+
+def simulate(policy: PollPolicy, plausible: float, first_age: float | None) -> list[float]:
+    """The ages at which a wait polls a generation that never finishes (for 40 polls), on a
+    virtual clock; ``first_age`` None: the wait does not know how old it is (its first answer
+    says: ``first_age`` is then taken as 3 s)."""
+    ages: list[float] = []
+    age = first_age
+    for polls in range(40):
+        delay = next_delay(policy, polls=polls, age=age, plausible=plausible)
+        age = (3.0 if age is None else age) + delay
+        ages.append(age)
+    return ages
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.1, 0.5])
+def test_the_learnt_schedule_never_leaves_a_gap_over_max_interval_once_plausible(
+    jitter: float,
+) -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        policy = PollPolicy(max_interval=rng.uniform(1, 60), jitter=jitter)
+        plausible = rng.uniform(0, 300)
+        first_age = rng.choice([None, 0.0, rng.uniform(0, 600)])
+        ages = simulate(policy, plausible, first_age)
+        marks = [plausible, *ages]
+        if first_age is not None and first_age > plausible:
+            marks = [first_age, *ages]  # a wait on an old id: from when it began
+        for before, after in itertools.pairwise(marks):
+            if after > plausible:
+                assert after - max(before, plausible) <= policy.max_interval + 1e-9
+
+
+def test_an_old_id_is_polled_at_once_and_a_fresh_one_not_before_it_may_be_done() -> None:
+    policy = PollPolicy(max_interval=30, jitter=0)
+    assert next_delay(policy, polls=0, age=500.0, plausible=60.0) == 0.0
+    assert next_delay(policy, polls=0, age=0.0, plausible=60.0) == 90.0
+    assert next_delay(policy, polls=0, age=None, plausible=None) == 0.0  # its age is unknown
+    assert next_delay(policy, polls=3, age=200.0, plausible=60.0) == 30.0
+
+
+def test_without_history_or_learning_it_is_the_fixed_backoff() -> None:
+    fixed = PollPolicy(initial_delay=5, interval=5, multiplier=2, max_interval=30, jitter=0)
+    assert next_delay(fixed, polls=0, age=0.0, plausible=None) == 5.0
+    assert next_delay(fixed, polls=2, age=0.0, plausible=None) == 10.0
+    off = PollPolicy(initial_delay=5, jitter=0, learn=False)
+    assert next_delay(off, polls=0, age=None, plausible=60.0) == 5.0
+    assert next_delay(off, polls=0, age=500.0, plausible=60.0) == 5.0
+
+
+# -- the duration model ------------------------------------------------------------------------
+
+
+def test_no_history_until_enough_samples_then_a_low_quantile() -> None:
+    durations = Durations()
+    for n in range(4):
+        durations.learn("k", 70.0 + n, created=float(n))
+        assert durations.plausible("k") is None
+    for n in range(4, 64):
+        durations.learn("k", 70.0 + n % 20, created=float(n))
+    assert durations.plausible("k") == pytest.approx(0.9 * 70.0)
+    assert durations.plausible("other") is None
+
+
+def test_one_long_outlier_changes_nothing_and_the_window_follows_a_drift() -> None:
+    durations = Durations()
+    for n in range(WINDOW):
+        durations.learn("k", 100.0 + n % 10, created=float(n))
+    before = durations.plausible("k")
+    durations.learn("k", 5_000.0, created=1_000.0)
+    assert durations.plausible("k") == before
+    for n in range(WINDOW):  # the API got twice as fast
+        durations.learn("k", 50.0 + n % 10, created=2_000.0 + n)
+    assert durations.plausible("k") == pytest.approx(0.9 * 50.0)
+
+
+def test_the_window_keeps_the_latest_created_not_the_last_to_finish() -> None:
+    """After a burst the last to finish are its slowest: they must not become the history."""
+    rng = random.Random(5)
+    burst = [(float(n), rng.uniform(30, 130)) for n in range(300)]  # (created, seconds)
+    durations = Durations()
+    for created, seconds in sorted(burst, key=lambda sample: sample[1]):  # finishing order
+        durations.learn("k", seconds, created=created)
+    latest = sorted(burst)[-WINDOW:]
+    assert durations.plausible("k") == pytest.approx(0.9 * min(s for _, s in latest))
+    plausible = durations.plausible("k")
+    assert plausible is not None
+    assert plausible < 0.9 * 40  # the slowest 64 would start near 110 s
+
+
+# -- waits on the fake ---------------------------------------------------------------------------
+
+
+async def test_a_wait_on_a_finished_generation_returns_after_one_request_without_sleeping() -> None:
+    async with FakePrismServer(generation_seconds=60) as server:
+        async with PrismClient(server.api_key, base_url=server.base_url) as maker:
+            batch = await maker.generations.create(prompt="a fox", model_name="veo-3.1")
+        server.advance(120)
+        async with PrismClient(server.api_key, base_url=server.base_url) as prism:
+            before = gets(server)
+            with instant_waits() as sleeps:
+                done = await prism.wait_for_generation(batch.ids[0])
+    assert done.is_completed
+    assert gets(server) - before == 1
+    assert sleeps.polls == [0.0]
+
+
+async def test_learnt_waits_cost_fewer_requests_than_the_fixed_backoff() -> None:
+    """Same server, same durations: after a warm-up the learnt schedule skips the polls that
+    come before a generation can be done."""
+    fixed = PollPolicy(initial_delay=0.02, interval=0.02, max_interval=0.1, learn=False)
+    learnt = PollPolicy(initial_delay=0.02, interval=0.02, max_interval=0.1, learn=True)
+    async with FakePrismServer(generation_seconds=0.6, credits=10**6) as server:
+        used = {}
+        for name, policy in (("fixed", fixed), ("learnt", learnt)):
+            async with PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism:
+
+                async def one(prompt: str, prism: PrismClient = prism) -> None:
+                    batch = await prism.generations.create(prompt=prompt, model_name="veo-3.1")
+                    await prism.wait_for_generations(batch)
+
+                await asyncio.gather(*(one(f"warm {n}") for n in range(6)))
+                before = gets(server)
+                await asyncio.gather(*(one(f"measured {n}") for n in range(6)))
+                used[name] = gets(server) - before
+    assert used["learnt"] * 2 < used["fixed"], used
+
+
+async def test_durations_are_shared_through_the_ledger(tmp_path: Path) -> None:
+    """A second client on the same ledger schedules its first wait from the first's history."""
+    policy = PollPolicy(initial_delay=0.01, interval=0.01, max_interval=0.05, jitter=0)
+    async with FakePrismServer(generation_seconds=0.3, credits=10**6) as server:
+        url, key = server.base_url, server.api_key
+        ledger = SQLiteLedger(tmp_path / "l")
+        async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as a:
+            for n in range(6):
+                batch = await a.generations.create(prompt=f"p{n}", model_name="veo-3.1")
+                await a.wait_for_generations(batch)
+        ledger = SQLiteLedger(tmp_path / "l")
+        async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as b:
+            batch = await b.generations.create(prompt="new", model_name="veo-3.1")
+            with instant_waits() as sleeps:
+                await b.wait_for_generations(batch)
+    assert sleeps.polls[0] == pytest.approx(0.9 * 0.3 + 0.05, abs=0.02)  # plausible + gap
+
+
+async def test_a_cancellation_storm_leaves_nothing_running() -> None:
+    async with FakePrismServer(generation_seconds=600, credits=10**6) as server:
+        policy = PollPolicy(initial_delay=0, interval=0.01, max_interval=0.02)
+        async with PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism:
+            batch = await prism.generations.create(prompt="p", model_name="veo-3.1", count=4)
+            tasks = [
+                asyncio.create_task(prism.wait_for_generation(batch.ids[n % 4]))
+                for n in range(400)
+            ]
+            bulk = asyncio.create_task(prism.wait_for_generations(batch.ids * 3))
+            while gets(server) < 50:
+                await asyncio.sleep(0.005)
+            random.Random(3).shuffle(tasks)
+            for task in [*tasks, bulk]:
+                task.cancel()
+                await asyncio.sleep(0)
+            results = await asyncio.gather(*tasks, bulk, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            assert ours() == []
+            count = gets(server)
+            await asyncio.sleep(0.1)
+            assert gets(server) == count
+
+
+async def test_closing_the_client_ends_every_wait_and_leaves_nothing_running() -> None:
+    async with FakePrismServer(generation_seconds=600, credits=10**6) as server:
+        policy = PollPolicy(initial_delay=0, interval=0.01, max_interval=0.02)
+        prism = PrismClient(server.api_key, base_url=server.base_url, poll=policy)
+        batch = await prism.generations.create(prompt="p", model_name="veo-3.1", count=4)
+        waits = [asyncio.create_task(prism.wait_for_generation(i)) for i in batch.ids * 50]
+        finished = prism.as_completed(batch.ids)
+        following = asyncio.create_task(finished.__anext__())
+        while gets(server) < 20:
+            await asyncio.sleep(0.005)
+        await prism.aclose()
+        results = await asyncio.gather(*waits, following, return_exceptions=True)
+        assert all(isinstance(r, ClientClosedError) for r in results)
+        await finished.aclose()
+        assert ours() == []
+        count = gets(server)
+        await asyncio.sleep(0.1)
+        assert gets(server) == count
