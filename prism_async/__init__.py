@@ -9,6 +9,8 @@ Quick start::
         generation = await prism.generations.get(batch.ids[0])
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import PrismClient
 from ._converters import to_dict
 from ._errors import (
@@ -39,7 +41,6 @@ from ._errors import (
 )
 from ._transport._retry import RetryPolicy
 from ._version import __version__
-from .ledger._prices import Quote
 from .models import (
     Asset,
     Character,
@@ -65,7 +66,40 @@ from .polling import (
     wait_for_generation,
     wait_for_generations,
 )
-from .runs import GenerationRequest, RunResult, TemplateRequest
+
+if TYPE_CHECKING:
+    from .ledger._prices import Quote
+    from .models.requests import GenerationRequest, TemplateRequest
+    from .runs import RunResult
+
+_LAZY = ("GenerationRequest", "Quote", "RunResult", "TemplateRequest")
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: ``import prism_async`` loads neither the ledger nor bulk runs
+    # (nor the request models, which a plain client needs only on its first paid request).
+    if name == "Quote":
+        from .ledger._prices import Quote
+
+        return Quote
+    if name == "RunResult":
+        from .runs import RunResult
+
+        return RunResult
+    if name == "GenerationRequest":
+        from .models.requests import GenerationRequest
+
+        return GenerationRequest
+    if name == "TemplateRequest":
+        from .models.requests import TemplateRequest
+
+        return TemplateRequest
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "APIConnectionError",

@@ -9,6 +9,9 @@ Rules (the models carry none of this):
   milliseconds;
 * ``GenerationMetadata.raw`` keeps the whole metadata object, unknown keys included;
 * a body that does not fit raises :class:`ResponseValidationError` carrying the body.
+
+cattrs is imported, and the converter built, on first use (the first response structured or
+body unstructured): ``import prism_async`` does not pay for either.
 """
 
 from __future__ import annotations
@@ -17,21 +20,17 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import NoneType
-from typing import Any, Optional, TypeVar, cast, get_args
+from typing import TYPE_CHECKING, Any, Optional, TypeVar, cast, get_args
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import ResponseValidationError
-from .models.generations import GenerationMetadata
-from .models.requests import (
-    CreateCharacterRequest,
-    GenerationRequest,
-    PresignUploadRequest,
-    TemplateRequest,
-)
-from .models.templates import TemplateGenerationBatch
+
+if TYPE_CHECKING:
+    import cattrs
+
+    converter: cattrs.Converter
+    """The SDK's converter (built on first use: read through the module's ``__getattr__``)."""
 
 __all__ = [
     "converter",
@@ -44,11 +43,6 @@ __all__ = [
 
 T = TypeVar("T")
 _MILLISECONDS = re.compile(r"-?\d+(?:\.\d+)?")
-
-_CAMEL_BODIES: tuple[type, ...] = (GenerationRequest, PresignUploadRequest)
-_SNAKE_BODIES: tuple[type, ...] = (TemplateRequest, CreateCharacterRequest)
-_PATH_PARAMS: dict[type, tuple[str, ...]] = {TemplateRequest: ("template_id",)}
-"""Arguments sent in the URL, not the body (a ledger ``key`` and ``labels`` are never sent)."""
 
 
 def _camel(name: str) -> str:
@@ -123,6 +117,8 @@ def _lean_structure_fn(cls: type, conv: cattrs.Converter) -> Callable[[Any, type
     input goes to cattrs' function, which raises its usual detailed error: results and messages
     are the same, only the common case is cheaper.
     """
+    from cattrs.gen import make_dict_structure_fn
+
     env: dict[str, Any] = {"cls": cls, "detailed": make_dict_structure_fn(cls, conv)}
     fields = attrs.fields(cls)
     lines = ["def structure(o, _):", "  try:"]
@@ -143,6 +139,23 @@ def _lean_structure_fn(cls: type, conv: cattrs.Converter) -> Callable[[Any, type
 
 def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     """Build the converter. The SDK uses one lenient instance; tests build a strict one."""
+    import cattrs
+    from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+    from .models.generations import GenerationMetadata
+    from .models.requests import (
+        CreateCharacterRequest,
+        GenerationRequest,
+        PresignUploadRequest,
+        TemplateRequest,
+    )
+    from .models.templates import TemplateGenerationBatch
+
+    camel_bodies: tuple[type, ...] = (GenerationRequest, PresignUploadRequest)
+    snake_bodies: tuple[type, ...] = (TemplateRequest, CreateCharacterRequest)
+    # Arguments sent in the URL, not the body (a ledger ``key`` and ``labels`` are never sent).
+    path_params: dict[type, tuple[str, ...]] = {TemplateRequest: ("template_id",)}
+
     conv = cattrs.Converter(forbid_extra_keys=forbid_extra_keys)
     if not forbid_extra_keys:  # (the fast path does not look for extra keys)
         conv.register_structure_hook_factory(
@@ -155,11 +168,11 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(str, _structure_str)
 
-    for body in (*_CAMEL_BODIES, *_SNAKE_BODIES):
+    for body in (*camel_bodies, *snake_bodies):
         renames: dict[str, Any] = {}
-        if body in _CAMEL_BODIES:
+        if body in camel_bodies:
             renames = {a.name: override(rename=_camel(a.name)) for a in attrs.fields(body)}
-        for name in ("key", "labels", *_PATH_PARAMS.get(body, ())):  # never in the body
+        for name in ("key", "labels", *path_params.get(body, ())):  # never in the body
             if name in attrs.fields_dict(body):
                 renames[name] = override(omit=True)
         conv.register_unstructure_hook(
@@ -191,7 +204,21 @@ def make_converter(*, forbid_extra_keys: bool = False) -> cattrs.Converter:
     return conv
 
 
-converter = make_converter()
+_converter: cattrs.Converter | None = None
+
+
+def _the_converter() -> cattrs.Converter:
+    """The SDK's one lenient converter, built on first use."""
+    global _converter
+    if _converter is None:
+        _converter = make_converter()
+    return _converter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "converter":
+        return _the_converter()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _hooks: dict[type, Callable[[Any, type], Any]] = {}
@@ -204,9 +231,11 @@ def structure(data: Any, cls: type[T], *, conv: cattrs.Converter | None = None) 
             return conv.structure(data, cls)
         hook = _hooks.get(cls)
         if hook is None:  # looked up once per model: this runs on every status poll
-            hook = _hooks[cls] = converter.get_structure_hook(cls)
+            hook = _hooks[cls] = _the_converter().get_structure_hook(cls)
         return hook(data, cls)  # type: ignore[no-any-return]
     except Exception as exc:
+        import cattrs  # (already imported: a converter ran)
+
         if isinstance(exc, cattrs.BaseValidationError):
             reason = "; ".join(cattrs.transform_error(exc))
         else:
@@ -224,7 +253,7 @@ def structure_data(payload: Any, cls: type[T], *, conv: cattrs.Converter | None 
 
 def unstructure(obj: Any) -> Any:
     """Turn a request model into its JSON-ready wire form."""
-    return converter.unstructure(obj)
+    return _the_converter().unstructure(obj)
 
 
 def to_dict(value: Any) -> Any:
@@ -238,4 +267,4 @@ def to_dict(value: Any) -> Any:
     ``json.dumps(to_dict(generation))`` gives ``{"id": "gen_abc123", "status": "completed",
     ..., "created_at": "2026-02-26T12:00:00+00:00", ...}``.
     """
-    return converter.unstructure(value)
+    return _the_converter().unstructure(value)

@@ -1,9 +1,9 @@
 """Waiting for generations: PollPolicy, wait_for_generation, wait_for_generations, as_completed.
 
 The functions here take a client and forward to its methods; the engine behind them
-(``prism_async._waiting``) runs one poll loop per generation and makes sure none outlives its
-caller: a bulk wait that ends (by an error, a cancellation, or the caller leaving
-``as_completed`` early) cancels the waits still running and retrieves every outcome.
+(``prism_async._waiting``) keeps every wait of a client in one scheduler and makes sure none
+outlives its caller: a bulk wait that ends (by an error, a cancellation, or the caller leaving
+``as_completed`` early) stops the waits still running and their requests in flight.
 """
 
 from __future__ import annotations
@@ -176,8 +176,8 @@ async def wait_for_generations(
 ) -> list[Generation] | list[Generation | BaseException]:
     """Wait for many generations at once; results come back in input order.
 
-    Every id gets its own poll loop; the client's connection pool bounds the requests in
-    flight. A repeated id is polled once. A ``TemplateGenerationBatch`` carrying a latency
+    Every id gets its own wait in the client's scheduler; the client's connection pool bounds
+    the requests in flight. A repeated id is polled once. A ``TemplateGenerationBatch`` carrying a latency
     estimate tunes the cadence when no policy was chosen (for the call or the client).
 
     Args:

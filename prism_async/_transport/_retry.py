@@ -12,20 +12,23 @@ Which failures are retried (the matrix in design.md):
   the retries at once.
 
 The HTTP layer runs the first attempt itself (the success path stays lean) and hands a
-retryable failure to :func:`resume_with_retries`, where tenacity takes over.
+retryable failure to :func:`resume_with_retries`, where tenacity takes over (imported then,
+on the first retry: ``import prism_async`` does not pay for it).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import tenacity
 from attrs import field, frozen, validators
 
 from .._clock import retry_sleep
 from .._errors import APIConnectionError, APIStatusError, FreeTierPausedError, PrismError
+
+if TYPE_CHECKING:
+    import tenacity
 
 __all__ = ["RetryPolicy", "resume_with_retries", "should_retry"]
 
@@ -76,10 +79,15 @@ def should_retry(exc: BaseException, *, idempotent: bool, policy: RetryPolicy) -
     return delay is None or delay <= policy.max_retry_after
 
 
-class _Wait(tenacity.wait.wait_base):
-    """Exponential backoff (with full jitter), replaced by the server's ``Retry-After``."""
+class _Wait:
+    """Exponential backoff (with full jitter), replaced by the server's ``Retry-After``.
+
+    A plain callable (tenacity takes one as ``wait``), so that defining it needs no tenacity.
+    """
 
     def __init__(self, policy: RetryPolicy) -> None:
+        import tenacity
+
         if policy.jitter:
             self._backoff: tenacity.wait.wait_base = tenacity.wait_random_exponential(
                 multiplier=policy.initial, max=policy.max_wait
@@ -117,6 +125,8 @@ async def resume_with_retries(
     """
     if policy.max_retries == 0 or not should_retry(first, idempotent=idempotent, policy=policy):
         raise first
+    import tenacity  # first needed here, on a retry (a plain success never imports it)
+
     replay: list[PrismError] = [first]
 
     def before_sleep(state: tenacity.RetryCallState) -> None:

@@ -55,8 +55,9 @@ MAX_KEYS = 1000
 """Timing keys kept in memory (the least recently used dropped beyond it)."""
 REFRESH = 60.0
 """Seconds before a key's samples are read from the ledger again."""
-MAX_BIRTHS = 200_000
-"""Ids this client created whose birth it remembers (the oldest forgotten beyond it)."""
+MAX_BIRTHS = 50_000
+"""Ids this client created whose birth it remembers (the oldest forgotten beyond it: a wait
+on one then polls at once, which tells its age). About 150 bytes each."""
 _LEDGER_TIMEOUT = 2.0
 
 
@@ -73,10 +74,14 @@ class Births:
     def __init__(self, limit: int = MAX_BIRTHS) -> None:
         self._limit = limit
         self._births: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._keys: dict[str, str] = {}  # one copy of each key's text
 
     def note(self, ids: Iterable[str], key: str, born: float | None = None) -> None:
         """Remember that ``ids`` were created now (or at ``born``, wall-clock seconds)."""
         moment = time.time() if born is None else born
+        key = self._keys.setdefault(key, key)
+        if len(self._keys) > MAX_KEYS:
+            self._keys = {key: key}
         for generation_id in ids:
             self._births[generation_id] = (key, moment)
         while len(self._births) > self._limit:

@@ -111,36 +111,6 @@ class Waiter:
         watch.start(ids, births)
         return watch
 
-    async def wait(
-        self,
-        generation_id: str,
-        *,
-        timeout: float,
-        policy: PollPolicy,
-        on_update: OnUpdate | None,
-    ) -> Generation:
-        """Poll until the generation is completed or failed; return it either way.
-
-        Raises:
-            WaitTimeoutError: not done after ``timeout`` seconds.
-            ClientClosedError: the client was (or got) closed.
-        """
-        watch = await self.watch(
-            [generation_id], timeout=timeout, policy=policy, notify=on_update is not None
-        )
-        cancelled = False
-        try:
-            entry = await watch.finished(on_update)
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        finally:
-            await watch.stop(cancelled=cancelled)
-        if entry.error is not None:
-            raise entry.error
-        assert entry.last is not None
-        return entry.last
-
     # -- what the client's methods (and the public functions) forward to ----------------------
 
     async def one(
@@ -151,15 +121,32 @@ class Waiter:
         poll: PollPolicy | None,
         on_update: OnUpdate | None,
     ) -> Generation:
-        """``wait_for_generation``: the completed generation, or GenerationFailedError."""
+        """``wait_for_generation``: the completed generation, or GenerationFailedError.
+
+        Raises:
+            WaitTimeoutError: not done after ``timeout`` seconds.
+            ClientClosedError: the client was (or got) closed.
+        """
         check_text("generation_id", generation_id)
         policy = poll or self.policy
-        generation = await self.wait(
-            generation_id,
+        watch = await self.watch(
+            [generation_id],
             timeout=_check_timeout(timeout, policy),
             policy=policy,
-            on_update=on_update,
+            notify=on_update is not None,
         )
+        cancelled = False
+        try:
+            entry = await watch.finished(on_update)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            await watch.stop(cancelled=cancelled)
+        if entry.error is not None:
+            raise entry.error  # (outside the except blocks: no context)
+        generation = entry.last
+        assert generation is not None
         if generation.is_failed:
             raise GenerationFailedError(generation)
         return generation

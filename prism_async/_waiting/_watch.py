@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING
 
 import attrs
@@ -67,6 +66,21 @@ def log_abandoned(generation_id: str, why: str, last: Generation | None) -> None
 class Watch:
     """The waits of one call. Made by :meth:`Waiter.watch`, ended by :meth:`stop`."""
 
+    __slots__ = (
+        "_deadline",
+        "_ready",
+        "_slow",
+        "_stopping",
+        "_taken",
+        "_wakeup",
+        "entries",
+        "notify",
+        "open",
+        "policy",
+        "timeout",
+        "waiter",
+    )
+
     def __init__(
         self, waiter: Waiter, policy: PollPolicy, timeout: float, *, notify: bool
     ) -> None:
@@ -76,7 +90,8 @@ class Watch:
         self.notify = notify  # hand status changes to the caller (it has an on_update)
         self.entries: list[Entry] = []
         self.open = 0
-        self._ready: deque[Entry] = deque()
+        self._ready: list[Entry] = []  # handed to the caller: those from _taken on are new
+        self._taken = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._slow: PollPolicy | None = None
@@ -114,13 +129,17 @@ class Watch:
         calling ``on_update`` with every status change on the way (an error it raises ends
         that wait), and the ledger's record of a terminal status."""
         while True:
-            while not self._ready:
+            while self._taken == len(self._ready):
                 self._wakeup = asyncio.get_running_loop().create_future()
                 try:
                     await self._wakeup
                 finally:
                     self._wakeup = None
-            entry = self._ready.popleft()
+            entry = self._ready[self._taken]
+            self._taken += 1
+            if self._taken == len(self._ready):
+                self._ready.clear()
+                self._taken = 0
             last = entry.last
             try:
                 if entry.error is None and last is not None:

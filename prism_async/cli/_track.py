@@ -63,7 +63,9 @@ def _track_options(parser: argparse.ArgumentParser) -> None:
         "--poll-interval",
         type=float,
         metavar="S",
-        help="a steady S seconds between status requests (default: 5 s, growing to 30 s)",
+        help="the lag bound: at most S seconds between status requests once a generation may "
+        "be done, counted from its creation (learnt from finished ones; until then a steady S; "
+        "default: the client's policy, 30 s)",
     )
     parser.add_argument(
         "--scan-interval",

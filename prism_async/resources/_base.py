@@ -4,23 +4,21 @@ paid request, and walking pages."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .. import _rules
 from .._errors import InvalidRequestError
 from .._rules import Paging
 from .._transport._http import HTTPClient
 from .._validation import check
-from ..ledger._intent import intent_of
-from ..ledger._model import Submission
-from ..ledger._prices import shape_of
 from ..models.common import Page
-from ..models.requests import GenerationRequest, TemplateRequest
 
 if TYPE_CHECKING:
     from .._waiting._cadence import Births
     from ..ledger._durable import Durable
+    from ..ledger._model import Submission
     from ..ledger._spending import Spending
+    from ..models.requests import GenerationRequest, TemplateRequest
 
 __all__ = ["Resource", "page_params", "paginate"]
 
@@ -60,17 +58,21 @@ class Resource:
         request: GenerationRequest | TemplateRequest,
         send: Callable[[], Awaitable[B]],
         *,
-        summary: dict[str, Any],
         ids_of: Callable[[B], list[str]],
         credits_of: Callable[[B], float | None],
         replay: Callable[[Submission], B],
     ) -> B:
         """Send a paid request; with its ``key`` (and a ledger), at most once ever: a key
         already accepted returns ``replay`` of its record and sends nothing. With a ledger, the
-        spend rules come first (a 402 pause, the budget) and the charge is recorded after."""
+        spend rules come first (a 402 pause, the budget) and the charge is recorded after.
+
+        The ledger's modules are imported here, when first needed: ``import prism_async``
+        does not load them."""
         key, durable, spending, births = request.key, self._durable, self._spending, self._births
         replays: list[Submission] = []
         if births is not None:
+            from ..ledger._prices import shape_of
+
             sending = send
 
             async def send() -> B:
@@ -85,12 +87,15 @@ class Resource:
         async def submit() -> B:
             if key is None or durable is None:
                 return await send()
+            from ..ledger._intent import intent_of
+            from ..ledger._spending import summary_of
+
             kind, body = intent_of(request)
             return await durable.submit(
                 key,
                 kind=kind,
                 body=body,
-                request=summary,
+                request=summary_of(request, spending.budget if spending else None),
                 send=send,
                 ids_of=ids_of,
                 credits_of=credits_of,

@@ -16,7 +16,6 @@ from .._transport._http import MultipartFile
 from .._validation import check, check_query, check_text
 from ..models.characters import Character
 from ..models.common import Page
-from ..models.requests import CreateCharacterRequest
 from ._base import Resource, page_params, paginate
 
 __all__ = ["Characters"]
@@ -72,6 +71,8 @@ class Characters(Resource):
         if all(urls):
             for index, image in enumerate(images):
                 check(f"images[{index}]", _rules.http_url_problem(image))
+            from ..models.requests import CreateCharacterRequest
+
             body = CreateCharacterRequest(
                 name=name, images=[str(image) for image in images], description=description
             )

@@ -17,16 +17,13 @@ from .._transport._http import HTTPClient, ProgressCallback
 from .._validation import check_text
 from .._waiting._engine import Waiter
 from .._waiting._scheduler import Fetch
-from ..ledger._downloads import safe_name
-from ..ledger._model import Submission
-from ..ledger._spending import summary_of
 from ..models.generations import Generation, GenerationBatch, GenerationMetadata, QueuedGeneration
-from ..models.requests import GenerationRequest
 from ..polling import OnUpdate
 from ._base import Resource
 
 if TYPE_CHECKING:
     from ..ledger._durable import Durable
+    from ..ledger._model import Submission
     from ..ledger._spending import Spending
 
 __all__ = ["Generations", "OnQueued", "status_fetch"]
@@ -43,6 +40,8 @@ def _prepare_destination(
     """The final path (``<id>.mp4`` inside a directory) and a unique temporary path beside it."""
     target = Path(destination).expanduser()
     if target.is_dir() or str(destination).endswith(("/", os.sep)):
+        from ..ledger._downloads import safe_name  # (the ledger's modules: loaded on first use)
+
         target = target / f"{safe_name(generation_id)}.mp4"
     target.parent.mkdir(parents=True, exist_ok=True)
     return target, target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
@@ -151,6 +150,8 @@ class Generations(Resource):
         """
         self._check_key(key)
         arguments = {name: value for name, value in locals().items() if name != "self"}
+        from ..models.requests import GenerationRequest  # (after ``arguments``: not a local)
+
         request = GenerationRequest(**arguments)  # checked: nothing is sent if it is bad
         json_body = unstructure(request)
 
@@ -161,7 +162,6 @@ class Generations(Resource):
         return await self._paid(
             request,
             send,
-            summary=summary_of(request, self._spending.budget if self._spending else None),
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.metadata.credits_charged,
             replay=_recorded_batch,

@@ -11,16 +11,14 @@ from .._converters import structure, structure_data, unstructure
 from .._rules import TEMPLATE_PAGING
 from .._transport._http import HTTPClient
 from .._validation import check_query, check_text, optional_text
-from ..ledger._model import Submission
-from ..ledger._spending import summary_of
 from ..models.common import Page
-from ..models.requests import TemplateRequest
 from ..models.templates import Template, TemplateGeneration, TemplateGenerationBatch
 from ._base import Resource, page_params, paginate
 
 if TYPE_CHECKING:
     from .._waiting._cadence import Births
     from ..ledger._durable import Durable
+    from ..ledger._model import Submission
     from ..ledger._spending import Spending
     from ..webhooks import WebhookHub
 
@@ -95,6 +93,8 @@ class Templates(Resource):
             NotFoundError, InvalidTemplateError, BadRequestError, InsufficientCreditsError.
         """
         self._check_key(key)
+        from ..models.requests import TemplateRequest
+
         request = TemplateRequest(  # checked: nothing is sent if it is bad
             template_id,
             variables=variables,
@@ -121,7 +121,6 @@ class Templates(Resource):
         return await self._paid(
             request,
             send,
-            summary=summary_of(request, self._spending.budget if self._spending else None),
             ids_of=lambda batch: batch.ids,
             credits_of=lambda batch: batch.credits_charged,
             replay=_recorded_batch,

@@ -19,7 +19,6 @@ from .._errors import InvalidRequestError
 from .._rules import UPLOAD_KINDS, UPLOAD_LIMITS
 from .._transport._http import CHUNK_SIZE, ProgressCallback
 from .._validation import check, optional_text
-from ..models.requests import PresignUploadRequest
 from ..models.uploads import PresignedUpload, UploadedFile
 from ._base import Resource
 
@@ -132,6 +131,8 @@ class Uploads(Resource):
         """
         _media_kind("content_type", content_type)
         check("kind", _rules.choice_problem(kind, UPLOAD_KINDS))
+        from ..models.requests import PresignUploadRequest
+
         body = PresignUploadRequest(
             kind=kind,
             content_type=content_type,

@@ -325,7 +325,16 @@ class Tracker:
     # -- waits -------------------------------------------------------------------------------
 
     def _start(self, generation_id: str, pending: _Pending, *, delay: float = 0.0) -> None:
-        task = asyncio.create_task(self._watch(generation_id, delay))
+        # The wait itself is the task (no wrapper frame): a pending generation costs its entry
+        # in the client's scheduler, this task and its record here.
+        wait = (
+            self._later(generation_id, delay)
+            if delay
+            else self.prism.wait_for_generation(
+                generation_id, timeout=self.wait_timeout, poll=self.poll
+            )
+        )
+        task = asyncio.create_task(wait)
         task.add_done_callback(functools.partial(self._done, generation_id))
         pending.task = task
         self._pending[generation_id] = pending
@@ -333,17 +342,11 @@ class Tracker:
     def _done(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
         self._finished.put_nowait((generation_id, task))
 
-    async def _watch(self, generation_id: str, delay: float) -> Generation:
+    async def _later(self, generation_id: str, delay: float) -> Generation:
         await asyncio.sleep(delay)
-        while True:
-            try:
-                return await self.prism.wait_for_generation(
-                    generation_id, timeout=self.wait_timeout, poll=self.poll
-                )
-            except GenerationFailedError as exc:
-                return exc.generation
-            except WaitTimeoutError:
-                continue  # never given up: it is paid for
+        return await self.prism.wait_for_generation(
+            generation_id, timeout=self.wait_timeout, poll=self.poll
+        )
 
     async def _finish(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
         pending = self._pending.pop(generation_id, None)
@@ -352,16 +355,21 @@ class Tracker:
         exc = task.exception()
         if isinstance(exc, AuthenticationError | PermissionDeniedError | ClientClosedError):
             raise exc
+        if isinstance(exc, WaitTimeoutError):  # never given up: it is paid for
+            self._start(generation_id, pending)
+            return
+        generation = exc.generation if isinstance(exc, GenerationFailedError) else None
         if isinstance(exc, NotFoundError):
             self.stats.lost += 1
             logger.error("tracker: the API does not know %s (key %s)", generation_id, pending.key)
             self._event("lost", generation_id, pending.key, str(exc))
             return
-        if exc is not None:  # unexpected: wait again
+        if exc is not None and generation is None:  # unexpected: wait again
             logger.warning("tracker: the wait for %s failed (%r); retrying", generation_id, exc)
             self._start(generation_id, pending, delay=5.0)
             return
-        generation = task.result()
+        if generation is None:
+            generation = task.result()
         if generation.is_completed:
             await self._enqueue(generation_id, pending)
         else:
