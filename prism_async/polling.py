@@ -177,8 +177,9 @@ async def wait_for_generations(
     """Wait for many generations at once; results come back in input order.
 
     Every id gets its own wait in the client's scheduler; the client's connection pool bounds
-    the requests in flight. A repeated id is polled once. A ``TemplateGenerationBatch`` carrying a latency
-    estimate tunes the cadence when no policy was chosen (for the call or the client).
+    the requests in flight. A repeated id is polled once. A ``TemplateGenerationBatch``
+    carrying a latency estimate tunes the cadence when no policy was chosen (for the call or
+    the client).
 
     Args:
         client: the :class:`~prism_async.PrismClient` to poll with.
