@@ -99,7 +99,10 @@ async def _run(
             started = time.monotonic()
             if contender == "prism_async":
                 waits = prism.wait_for_generations(
-                    ids, on_update=seen, return_exceptions=True, timeout=end + 120
+                    ids,
+                    on_update=seen,
+                    return_exceptions=True,
+                    timeout=end + 2 * policy.max_interval + 60,
                 )
             else:
 

@@ -15,18 +15,19 @@ from ._transport._limiter import admission_for
 from ._transport._retry import RetryPolicy
 from ._transport._settings import check_api_key, check_base_url
 from ._waiting._engine import Waiter
-from .ledger._durable import Durable
-from .ledger._prices import Quote
-from .ledger._spending import quote, spending_for
 from .models.assets import Asset
 from .models.generations import Generation
 from .polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
 from .resources import Assets, Characters, Generations, Templates, Uploads
 from .resources.generations import status_fetch
-from .runs import GenerationRequest, RunResult, TemplateRequest, run
 
 if TYPE_CHECKING:
     from .ledger import Ledger, Submission
+    from .ledger._durable import Durable
+    from .ledger._prices import Quote
+    from .ledger._spending import Spending
+    from .models.requests import GenerationRequest, TemplateRequest
+    from .runs import RunResult
     from .webhooks import WebhookHub
 
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
@@ -130,8 +131,14 @@ class PrismClient:
 
             if not isinstance(ledger, Ledger):
                 raise InvalidRequestError("ledger", "must be a prism_async.ledger.Ledger")
+            from .ledger._durable import Durable
+
             self._durable = Durable(ledger, timeout=float(timeout))
-        self._spending = spending_for(ledger, budget, pause_on_402, float(timeout))
+        self._spending: Spending | None = None
+        if ledger is not None or budget is not None or pause_on_402 != 60.0:
+            from .ledger._spending import spending_for
+
+            self._spending = spending_for(ledger, budget, pause_on_402, float(timeout))
         self._webhooks = webhooks
         self._base_url = str(url)
         self._timeout = float(timeout)
@@ -211,6 +218,9 @@ class PrismClient:
         """
         if self._spending is None:
             raise InvalidRequestError("ledger", "quote needs PrismClient(ledger=...)")
+        from .ledger._spending import quote
+        from .models.requests import GenerationRequest, TemplateRequest
+
         if not isinstance(request, GenerationRequest | TemplateRequest):
             raise InvalidRequestError("request", "must be a GenerationRequest or TemplateRequest")
         return await quote(self._spending.ledger, request)
@@ -288,6 +298,8 @@ class PrismClient:
             One :class:`RunResult` per request, in the order they finish. Leave early with
             ``contextlib.aclosing(prism.run(...))``: closing it stops the run's work.
         """
+        from .runs import run
+
         return run(
             self,
             self._durable,

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import prism_async
 
 PACKAGE = Path(__file__).resolve().parent.parent / "prism_async"
 
@@ -62,6 +66,53 @@ def test_no_runtime_import_circle() -> None:
                 seen.add(module)
                 stack.extend(graph[module])
     assert circles == []
+
+
+LOADED_ON_FIRST_USE = (
+    "cattrs",
+    "prism_async.ledger",
+    "prism_async.models.requests",
+    "prism_async.runs",
+    "redis",
+    "rich",
+    "sqlite3",
+    "taskiq",
+    "tenacity",
+)
+"""Never imported by ``import prism_async``: cattrs with the first response or request body,
+tenacity with the first retry, the ledger, runs and request models with the first paid
+request or ledger, the others with the features (extras) that need them."""
+
+
+def test_importing_the_sdk_leaves_the_heavy_parts_for_first_use() -> None:
+    """A fresh ``import prism_async`` (the import time a plain client pays) loads none of
+    them."""
+    code = (
+        "import sys, prism_async\n"
+        f"print(sorted(m for m in {LOADED_ON_FIRST_USE!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_public_names_loaded_on_first_use_are_the_same_objects() -> None:
+    """``from prism_async import Quote`` (and the other lazy names) gives the defining
+    module's object, and ``dir()`` lists them."""
+    from prism_async.ledger._prices import Quote
+    from prism_async.models.requests import GenerationRequest, TemplateRequest
+    from prism_async.runs import RunResult
+
+    lazy = {
+        "GenerationRequest": GenerationRequest,
+        "Quote": Quote,
+        "RunResult": RunResult,
+        "TemplateRequest": TemplateRequest,
+    }
+    for name, value in lazy.items():
+        assert getattr(prism_async, name) is value
+    assert set(prism_async.__all__) <= set(dir(prism_async))
 
 
 def _private_reads(path: Path) -> list[str]:
