@@ -180,6 +180,27 @@ async def test_durations_are_shared_through_the_ledger(tmp_path: Path) -> None:
     assert sleeps.polls[0] == pytest.approx(0.9 * 0.3 + 0.05, abs=0.02)  # plausible + gap
 
 
+async def test_an_id_sent_by_another_process_counts_from_when_the_ledger_says(
+    tmp_path: Path,
+) -> None:
+    """Its ledger row says when (and with what request) it was sent: no poll at once."""
+    policy = PollPolicy(initial_delay=7, jitter=0)
+    async with FakePrismServer(generation_seconds=60) as server:
+        url, key = server.base_url, server.api_key
+        async with PrismClient(key, base_url=url, ledger=SQLiteLedger(tmp_path / "l")) as a:
+            batch = await a.generations.create(prompt="p", model_name="veo-3.1", key="k1")
+        ledger = SQLiteLedger(tmp_path / "l")
+        async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as b:
+            with instant_waits() as sleeps:
+                task = asyncio.create_task(b.wait_for_generation(batch.ids[0]))
+                while not sleeps.polls:
+                    await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+    assert sleeps.polls[0] == 7.0  # no history yet: the fixed backoff, not "poll at once"
+
+
 async def test_a_cancellation_storm_leaves_nothing_running() -> None:
     async with FakePrismServer(generation_seconds=600, credits=10**6) as server:
         policy = PollPolicy(initial_delay=0, interval=0.01, max_interval=0.02)

@@ -2,9 +2,10 @@
 
 A generation's *timing key* is what sets how long it takes: its request's priced shape less
 the count (model, duration, resolution, audio, template: ``Shape.base``), known for the ids
-this client created (:class:`Births`, which also remembers when); an id created elsewhere (a
-resumed run, the tracker) is polled at once, and its status gives its creation and its key:
-the template it names, or none. :class:`Durations` keeps the last :data:`WINDOW` durations
+this client created (:class:`Births`, which also remembers when) and, with a ledger, for the
+ids its rows name (:func:`births_in`: the row's shape and when it was sent); any other id is
+polled at once, and its status gives its creation and its key: the template it names, or
+none. :class:`Durations` keeps the last :data:`WINDOW` durations
 (``completed_at - created_at``) of each key, those of the latest *created* generations (not
 the latest to finish: after a burst those are its slowest): recent data only (a drift
 replaces the window),
@@ -38,12 +39,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..ledger import Ledger
+    from ..ledger import Ledger, Submission
     from ..ledger._timings import Sample
     from ..models.generations import Generation
     from ..polling import PollPolicy
 
-__all__ = ["Births", "Durations", "key_of_status", "next_delay"]
+__all__ = ["Births", "Durations", "births_in", "key_of_status", "next_delay"]
 
 logger = logging.getLogger("prism_async")
 
@@ -58,7 +59,37 @@ REFRESH = 60.0
 MAX_BIRTHS = 50_000
 """Ids this client created whose birth it remembers (the oldest forgotten beyond it: a wait
 on one then polls at once, which tells its age). About 150 bytes each."""
+LOOKUPS = 1000
+"""Ids of one call looked up in the ledger at most."""
 _LEDGER_TIMEOUT = 2.0
+
+
+async def births_in(ledger: Ledger, ids: list[str]) -> dict[str, tuple[str, float]]:
+    """The timing key and creation (when it was sent) of the ids a ledger names (an id sent
+    by another process: a resumed run, the tracker). Best effort, briefly; nothing for more
+    than :data:`LOOKUPS` ids (they are polled at once instead)."""
+    from ..ledger._prices import base_of
+
+    found: dict[str, tuple[str, float]] = {}
+    if len(ids) > LOOKUPS:
+        return found
+    rows: dict[str, Submission | None] = {}
+    try:
+        async with asyncio.timeout(_LEDGER_TIMEOUT):
+            for generation_id in ids:
+                record = await ledger.generation(generation_id)
+                if record is None or record.key is None:
+                    continue
+                if record.key not in rows:
+                    rows[record.key] = await ledger.get(record.key)
+                row = rows[record.key]
+                shape = row.request.get("shape") if row is not None else None
+                if row is not None and isinstance(shape, str):
+                    born = (row.sent_at or row.created_at).timestamp()
+                    found[generation_id] = (base_of(shape) or shape, born)
+    except Exception as exc:  # best effort: the first poll then says how old it is
+        logger.debug("could not look up when %d generations were sent: %s", len(ids), exc)
+    return found
 
 
 def key_of_status(generation: Generation) -> str:

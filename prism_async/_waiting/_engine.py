@@ -31,7 +31,7 @@ from .._validation import check_text
 from ..models.generations import Generation, GenerationBatch
 from ..models.templates import TemplateGenerationBatch
 from ..polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
-from ._cadence import Births, Durations
+from ._cadence import Births, Durations, births_in
 from ._scheduler import Fetch, Scheduler
 from ._watch import Watch
 
@@ -54,7 +54,8 @@ class Waiter:
             then does not replace it).
         hub: the client's webhook hub, or None.
         on_done: awaited with each terminal generation a wait returns (the ledger records it).
-        ledger: the client's ledger, or None: where learnt durations are shared.
+        ledger: the client's ledger, or None: where learnt durations are shared, and where
+            the sending of an id this client did not create is looked up.
         limit: status requests in flight at most.
     """
 
@@ -78,6 +79,7 @@ class Waiter:
         self.durations = Durations(ledger)
         self.births = Births()
         self.watches: set[Watch] = set()
+        self._ledger = ledger
 
     def close(self) -> None:
         """End every running wait with :class:`ClientClosedError` (each logs its generation id
@@ -104,6 +106,9 @@ class Waiter:
         births: dict[str, tuple[str, float]] = {}
         if policy.learn:
             births = {i: birth for i in ids if (birth := self.births.get(i)) is not None}
+            if self._ledger is not None and len(births) < len(ids):
+                unknown = [i for i in ids if i not in births]
+                births.update(await births_in(self._ledger, unknown))
             await self.durations.load({key for key, _ in births.values()})
             if self.closed:
                 raise ClientClosedError("this PrismClient is closed; create a new one")

@@ -49,6 +49,7 @@ logger = logging.getLogger("prism_async.ledger")
 T = TypeVar("T")
 S = SubmissionState
 _SETTLED = frozenset({S.ACCEPTED, S.RECONCILED, S.REJECTED})
+_NAMING_TIMEOUT = 1.0
 
 
 def fingerprint(kind: str, body: dict[str, Any]) -> str:
@@ -140,14 +141,26 @@ class Durable(Reconciling):
                 await asyncio.shield(asyncio.ensure_future(self._record_outcome(claimed, changes)))
             raise
         renewing.cancel()
+        ids = tuple(ids_of(result))
         outcome = {
             "state": S.ACCEPTED,
-            "generation_ids": tuple(ids_of(result)),
+            "generation_ids": ids,
             "credits_charged": credits_of(result),
             "error": None,
         }
-        await self._record_outcome(claimed, outcome)
+        # With the ids' records naming their key (queued together: one SQLite transaction), so
+        # that a process waiting on an id finds when and with what request it was sent.
+        await asyncio.gather(self._record_outcome(claimed, outcome), self._name_ids(key, ids))
         return result
+
+    async def _name_ids(self, key: str, ids: tuple[str, ...]) -> None:
+        """Best effort, briefly: a help for other processes' waits, never worth failing a
+        submission (their first poll then says how old the generation is)."""
+        try:
+            async with asyncio.timeout(_NAMING_TIMEOUT):
+                await self.ledger.record_many([GenerationRecord(i, key=key) for i in ids])
+        except Exception as exc:
+            logger.debug("ledger key=%r: could not name its ids: %s", key, exc)
 
     async def _record_outcome(self, claimed: Submission, changes: dict[str, Any]) -> None:
         """Record what the API answered; while the ledger cannot be reached, keep it in

@@ -54,7 +54,8 @@ async def test_waits_and_downloads_are_recorded(
     ok = await create(prism, "ok")
     bad = await create(prism, "bad", prompt="[fail] A red fox")
     ledger = ledger_of(prism)
-    assert await ledger.generation(ok.ids[0]) is None  # nothing known before a wait
+    named = await ledger.generation(ok.ids[0])  # its key only, until a wait learns more
+    assert named == GenerationRecord(ok.ids[0], key="ok")
     server.advance(GENERATION_SECONDS)
 
     video = await prism.wait_for_generation(ok.ids[0])
