@@ -174,10 +174,12 @@ async def test_durations_are_shared_through_the_ledger(tmp_path: Path) -> None:
                 await a.wait_for_generations(batch)
         ledger = SQLiteLedger(tmp_path / "l")
         async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as b:
-            batch = await b.generations.create(prompt="new", model_name="veo-3.1")
+            batch = await b.generations.create(prompt="new", model_name="veo-3.1", count=2)
             with instant_waits() as sleeps:
                 await b.wait_for_generations(batch)
-    assert sleeps.polls[0] == pytest.approx(0.9 * 0.3 + 0.05, abs=0.02)  # plausible + gap
+    canary, learnt = sleeps.polls[:2]  # one wait per key now and then ignores the history
+    assert canary == 0.01
+    assert learnt == pytest.approx(0.9 * 0.3 + 0.05, abs=0.02)  # plausible + gap
 
 
 async def test_an_id_sent_by_another_process_counts_from_when_the_ledger_says(
@@ -199,6 +201,39 @@ async def test_an_id_sent_by_another_process_counts_from_when_the_ledger_says(
                 with pytest.raises(asyncio.CancelledError):
                     await task
     assert sleeps.polls[0] == 7.0  # no history yet: the fixed backoff, not "poll at once"
+
+
+async def test_a_canary_sees_generations_become_much_faster() -> None:
+    """After a history of slow generations, fast ones are still noticed soon: one wait per key
+    now and then polls on the fixed backoff, and what it finds teaches the others."""
+    policy = PollPolicy(initial_delay=0.05, interval=0.05, max_interval=0.1, jitter=0)
+    async with (
+        FakePrismServer(generation_seconds=1000, credits=10**6) as server,
+        PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism,
+    ):
+        slow = [
+            await prism.generations.create(prompt=f"slow {n}", model_name="veo-3.1")
+            for n in range(6)
+        ]
+        server.advance(1000)
+        for batch in slow:
+            await prism.wait_for_generations(batch)  # learnt: about 1,000 s each
+        server.generation_seconds = 0.2
+
+        async def fast(prompt: str) -> float:
+            batch = await prism.generations.create(prompt=prompt, model_name="veo-3.1")
+            started = loop.time()
+            await prism.wait_for_generations(batch)
+            return loop.time() - started
+
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(fast("planned on the slow history"))
+        await asyncio.sleep(1.1)  # the next wait of the key is a canary (10 x max_interval)
+        async with asyncio.timeout(5):
+            canary = await fast("a canary")
+            waited = await first  # planned again once the canary saw the fast one
+    assert canary < 1.0
+    assert waited < 3.0
 
 
 async def test_a_cancellation_storm_leaves_nothing_running() -> None:

@@ -22,7 +22,9 @@ and the next ones one gap apart, a gap being ``max_interval`` less 0.5 to 1.5 ti
 jitter (so that waits spread, and stay under it): a generation that finishes after the
 plausible point is noticed within ``max_interval``, and a typical one costs two or three
 requests. Without history, or with ``learn=False``, it is the policy's fixed backoff from the
-start of the wait.
+start of the wait; so it is for a *canary*, one wait per key every :data:`CANARY_EVERY`
+``max_interval``, which sees a drift to faster generations that the others, polling late,
+would not (its duration then lowers the plausible point of the waits that start after it).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ REFRESH = 60.0
 MAX_BIRTHS = 50_000
 """Ids this client created whose birth it remembers (the oldest forgotten beyond it: a wait
 on one then polls at once, which tells its age). About 150 bytes each."""
+CANARY_EVERY = 10
+"""One wait per timing key every this many ``max_interval`` ignores the history (a canary):
+if generations became much faster, it finishes early and its duration lowers the plausible
+point of every later wait (nothing else would poll early enough to see it)."""
 LOOKUPS = 1000
 """Ids of one call looked up in the ledger at most."""
 _LEDGER_TIMEOUT = 2.0
@@ -141,6 +147,7 @@ class Durations:
         self._read: dict[str, float] = {}  # key -> when it was read from the ledger
         self._unsaved: list[Sample] = []
         self._wanted: set[str] = set()
+        self._canaries: dict[str, float] = {}  # key -> when its last canary started
         self._sync: asyncio.Task[None] | None = None
 
     def plausible(self, key: str) -> float | None:
@@ -158,16 +165,31 @@ class Durations:
             self._start()
         return self._plausible[key]
 
-    def learn(self, key: str, seconds: float, created: float) -> None:
+    def canary(self, key: str, every: float) -> bool:
+        """Whether a wait of ``key`` starting now is a canary (none for ``every`` seconds)."""
+        now = time.monotonic()
+        if now - self._canaries.get(key, -every) < every:
+            return False
+        self._canaries[key] = now
+        if len(self._canaries) > MAX_KEYS:
+            self._canaries = {key: now}
+        return True
+
+    def learn(self, key: str, seconds: float, created: float) -> bool:
         """One more generation of ``key``, created at ``created`` (Unix seconds), took
-        ``seconds``."""
+        ``seconds``. True when it halved the key's plausible point (generations became much
+        faster: the waits planned on the old one should plan again)."""
         if not 0 < seconds < 86_400:
-            return
+            return False
+        before = self._plausible.get(key)
         self._add(key, [(created, seconds)])
+        after = self.plausible(key)
+        dropped = before is not None and after is not None and after < before / 2
         if self._ledger is not None:
             self._unsaved.append((key, seconds, created))
             del self._unsaved[: -10 * WINDOW]  # bounded while the ledger is away
             self._start()
+        return dropped
 
     async def load(self, keys: Iterable[str]) -> None:
         """Read the ledger's samples of ``keys`` not read for :data:`REFRESH` seconds."""

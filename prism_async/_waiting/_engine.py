@@ -88,6 +88,12 @@ class Waiter:
         for watch in list(self.watches):
             watch.close()
 
+    def replan(self, key: str) -> None:
+        """Generations of ``key`` became much faster: every wait of it plans its next poll
+        again (one pass over the pending waits, on a rare event)."""
+        for watch in list(self.watches):
+            watch.replan(key)
+
     async def aclose(self) -> None:
         """:meth:`close`, then share what was learnt (briefly, best effort)."""
         self.close()

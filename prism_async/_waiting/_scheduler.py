@@ -46,6 +46,7 @@ class Entry:
     __slots__ = (
         "batch",
         "born",
+        "canary",
         "changed",
         "error",
         "expected",
@@ -67,6 +68,7 @@ class Entry:
         self.id = generation_id
         self.key = key  # its timing key, once known
         self.born: float | None = None  # wall-clock creation, once known
+        self.canary = False  # ignores the history (see _cadence.CANARY_EVERY)
         self.polls = 0
         self.last: Generation | None = None
         self.changed = False  # the last status differs from the one before

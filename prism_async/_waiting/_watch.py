@@ -26,7 +26,7 @@ from .._errors import (
     WaitTimeoutError,
 )
 from ..models.generations import Generation
-from ._cadence import key_of_status, next_delay
+from ._cadence import CANARY_EVERY, key_of_status, next_delay
 from ._scheduler import Entry
 from ._tasks import cancel_all
 
@@ -236,8 +236,13 @@ class Watch:
                 entry.expected = False  # nor will any webhook any more
         age = None if entry.born is None else time.time() - entry.born
         plausible = None
-        if policy.learn and entry.key is not None:
-            plausible = self.waiter.durations.plausible(entry.key)
+        if policy.learn and entry.key is not None and not entry.canary:
+            durations = self.waiter.durations
+            plausible = durations.plausible(entry.key)
+            if plausible is not None and entry.polls == 0:
+                every = CANARY_EVERY * policy.max_interval
+                entry.canary = durations.canary(entry.key, every)
+                plausible = None if entry.canary else plausible
         return next_delay(policy, polls=entry.polls, age=age, plausible=plausible)
 
     def _learn(self, entry: Entry, generation: Generation) -> None:
@@ -245,7 +250,15 @@ class Watch:
         if generation.is_completed and created is not None and completed is not None:
             assert entry.key is not None
             seconds = (completed - created).total_seconds()
-            self.waiter.durations.learn(entry.key, seconds, created.timestamp())
+            if self.waiter.durations.learn(entry.key, seconds, created.timestamp()):
+                self.waiter.replan(entry.key)
+
+    def replan(self, key: str) -> None:
+        """Plan again the next poll of the waits of ``key`` still planned."""
+        scheduler = self.waiter.scheduler
+        for entry in self.entries:
+            if entry.key == key and entry.seq >= 0:
+                scheduler.at(entry, self._delay(entry))
 
     def _over(self, entry: Entry, *, queue: bool = True) -> None:
         held = entry.seq == HELD
