@@ -17,7 +17,7 @@ from typing import Any
 
 CASES = (
     "throughput", "bulk_wait", "transfers", "parsing", "imports", "ledger", "budget", "fleet",
-    "fleet_outage",
+    "fleet_outage", "cadence",
 )  # fmt: skip
 
 
@@ -80,6 +80,10 @@ def _run_case(name: str, quick: bool) -> list[dict[str, Any]]:
         from . import fleet_outage
 
         return fleet_outage.run(quick)
+    if name == "cadence":
+        from . import cadence
+
+        return cadence.run(quick)
     from . import imports
 
     return [imports.run(quick)]
@@ -142,6 +146,10 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         rows.extend(table_rows(results["budget"]))
     rows.extend(_fleet_rows(results.get("fleet", [])))
     rows.extend(_fleet_outage_rows(results.get("fleet_outage", [])))
+    if "cadence" in results:
+        from .cadence import table_rows as cadence_rows
+
+        rows.extend(cadence_rows(results["cadence"]))
     return "\n".join(rows)
 
 

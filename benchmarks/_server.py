@@ -8,7 +8,9 @@
   whose ``video_url`` streams ``size`` bytes.
 * ``fake``: the SDK's own :class:`~prism_async.testing.FakePrismServer` (the whole API, videos
   included) with unlimited credits; ``args`` are ``(shortest, longest, seed, video_bytes)``:
-  each generation takes a seeded random number of seconds between the two.
+  each generation takes a seeded random number of seconds between the two. An optional fifth
+  argument ``"lognormal"`` draws them from a lognormal distribution instead, with median
+  ``shortest`` and sigma ``longest``.
 * ``fleet``: the same fake, plus a second port (``stats_root``) that reports what the fake saw
   without going through its request log's JSON: ``GET /progress`` (generations created,
   requests received) and ``GET /report`` (every generation's prompt and wall-clock creation
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import multiprocessing
 import random
 import socket
@@ -147,21 +150,34 @@ def _run_canned(sock: socket.socket) -> None:
     asyncio.run(serve())
 
 
-def _fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> Any:
+def _fake(
+    port: int,
+    shortest: float,
+    longest: float,
+    seed: int,
+    video_bytes: int,
+    distribution: str = "uniform",
+) -> Any:
     from prism_async.testing import FakePrismServer
 
     rng = random.Random(seed)
+
+    def seconds() -> float:
+        if distribution == "lognormal":  # median ``shortest``, sigma ``longest``
+            return rng.lognormvariate(math.log(shortest), longest)
+        return rng.uniform(shortest, longest)
+
     return FakePrismServer(
         api_key="prism_sk_bench",
         credits=10**12,
-        generation_seconds=lambda: rng.uniform(shortest, longest),
+        generation_seconds=seconds,
         port=port,
         video_bytes=video_bytes,
     )
 
 
-def _run_fake(port: int, shortest: float, longest: float, seed: int, video_bytes: int) -> None:
-    asyncio.run(_fake(port, shortest, longest, seed, video_bytes).serve_forever())
+def _run_fake(port: int, *args: Any) -> None:
+    asyncio.run(_fake(port, *args).serve_forever())
 
 
 def _fleet_report(fake: Any) -> dict[str, Any]:

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from benchmarks import __main__ as suite
-from benchmarks import budget, bulk_wait, fleet, imports, ledger, parsing, throughput, transfers
+from benchmarks import (
+    budget,
+    bulk_wait,
+    cadence,
+    fleet,
+    imports,
+    ledger,
+    parsing,
+    throughput,
+    transfers,
+)
+from benchmarks._server import ServerProcess
 from prism_async import PollPolicy
 
 
@@ -15,6 +26,23 @@ async def test_bulk_wait_runs_for_both_contenders() -> None:
         assert row["waits"] == 40
         assert row["errors"] == 0
         assert row["status_requests_per_generation"] >= 1
+
+
+async def test_cadence_measures_learnt_against_fixed() -> None:
+    """The cadence case warms up, measures, and compares a learnt policy with the fixed one."""
+    size = cadence.Size(n=8, warmup=6, scale=1 / 100)
+    args = (cadence.MEDIAN_S * size.scale, cadence.SIGMA, 3, 1024, "lognormal")
+    with ServerProcess("fleet", *args) as server:
+        await server.ready()
+        rows = [
+            await cadence._measure(config, size, server.base_url, server.stats_root)
+            for config in ("fixed", "learnt-warm")
+        ]
+    rows = cadence._ratios(rows)
+    assert [row["errors"] for row in rows] == [0, 0]
+    assert all(row["status_requests_per_generation"] >= 1 for row in rows)
+    assert rows[0]["requests_ratio_vs_fixed"] == 1.0
+    assert rows[1]["learns"]
 
 
 def test_throughput_runs_all_three_clients() -> None:
