@@ -4,8 +4,10 @@ finished one to a download task (``prism-async track``).
 Its only state is the ledger. It follows the ledger's change feed (:meth:`Ledger.changes`):
 every submission that becomes ``accepted`` or ``reconciled`` shows up there, with its ids; an id
 the ledger records as downloaded or failed is skipped, one recorded as completed is enqueued at
-once, the others get a wait (webhooks, when the client has a hub, wake them early). Waits of
-the client record terminal statuses in the ledger. At most ``max_pending`` waits run at once:
+once, the others are waited for, one bulk wait per page of the feed (an entry each in the
+client's scheduler, on its learnt cadence; webhooks, when the client has a hub, wake them
+early); each terminal one is handled as soon as it is seen. Waits of the client record
+terminal statuses in the ledger. At most ``max_pending`` waits run at once:
 the feed is read further only when there is room, so memory stays bounded however far behind
 it is.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -102,7 +103,7 @@ class RedisCheckpoint:
 class _Pending:
     key: str
     since: int  # the cursor before the feed page its row came in
-    task: asyncio.Task[Generation] | None = None
+    task: asyncio.Task[None] | None = None  # the wait of its page of the feed
 
 
 @attrs.define
@@ -174,7 +175,8 @@ class Tracker:
         self.cursor = 0
         self._pending: dict[str, _Pending] = {}  # generation id -> its wait
         self._unsent: dict[str, _Pending] = {}  # completed, the enqueue failed: sent again
-        self._finished: asyncio.Queue[tuple[str, asyncio.Task[Generation]]] = asyncio.Queue()
+        self._finished: asyncio.Queue[tuple[str, Generation | BaseException]] = asyncio.Queue()
+        self._starting: list[str] = []  # taken from the feed page being read: one wait for all
         self._saved = -1
         self._outage: float | None = None  # when Redis stopped answering, while it does not
 
@@ -240,7 +242,7 @@ class Tracker:
         return min(5.0, max(self.scan_interval, down / 4))
 
     async def _stop(self) -> None:
-        tasks = [p.task for p in self._pending.values() if p.task is not None]
+        tasks = list({p.task for p in self._pending.values() if p.task is not None})
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -256,8 +258,11 @@ class Tracker:
             return 0, False
         limit, since = min(500, room), self.cursor
         rows, self.cursor = await self.ledger.changes(since, limit=limit)
-        for row in rows:
-            await self._take(row, since)
+        try:
+            for row in rows:
+                await self._take(row, since)
+        finally:
+            self._launch()  # what was taken, even if the ledger failed on the way
         self.stats.rows += len(rows)
         return len(rows), len(rows) == limit
 
@@ -324,57 +329,61 @@ class Tracker:
 
     # -- waits -------------------------------------------------------------------------------
 
-    def _start(self, generation_id: str, pending: _Pending, *, delay: float = 0.0) -> None:
-        # The wait itself is the task (no wrapper frame): a pending generation costs its entry
-        # in the client's scheduler, this task and its record here.
-        wait = (
-            self._later(generation_id, delay)
-            if delay
-            else self.prism.wait_for_generation(
-                generation_id, timeout=self.wait_timeout, poll=self.poll
-            )
-        )
-        task = asyncio.create_task(wait)
-        task.add_done_callback(functools.partial(self._done, generation_id))
-        pending.task = task
+    def _start(self, generation_id: str, pending: _Pending) -> None:
+        """Wait for it with the other ids of the feed page being read (see :meth:`_launch`)."""
         self._pending[generation_id] = pending
+        self._starting.append(generation_id)
 
-    def _done(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
-        self._finished.put_nowait((generation_id, task))
+    def _launch(self, *, delay: float = 0.0) -> None:
+        """One bulk wait for the ids started since the last launch: a pending generation costs
+        its entry in the client's scheduler and its record here, not a task of its own."""
+        ids, self._starting = self._starting, []
+        if ids:
+            task = asyncio.create_task(self._wait(ids, delay))
+            for generation_id in ids:
+                self._pending[generation_id].task = task
 
-    async def _later(self, generation_id: str, delay: float) -> Generation:
+    async def _wait(self, ids: list[str], delay: float) -> None:
+        """Each terminal generation (and each wait's error) goes to :meth:`_finish` as soon
+        as it is known."""
         await asyncio.sleep(delay)
-        return await self.prism.wait_for_generation(
-            generation_id, timeout=self.wait_timeout, poll=self.poll
-        )
 
-    async def _finish(self, generation_id: str, task: asyncio.Task[Generation]) -> None:
+        def seen(generation: Generation) -> None:
+            if generation.is_done:
+                self._finished.put_nowait((generation.id, generation))
+
+        results = await self.prism.wait_for_generations(
+            ids, timeout=self.wait_timeout, poll=self.poll, on_update=seen, return_exceptions=True
+        )
+        for generation_id, result in zip(ids, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, GenerationFailedError):
+                self._finished.put_nowait((generation_id, result))
+
+    async def _finish(self, generation_id: str, outcome: Generation | BaseException) -> None:
         pending = self._pending.pop(generation_id, None)
-        if pending is None or task.cancelled():
+        if pending is None:
             return
-        exc = task.exception()
-        if isinstance(exc, AuthenticationError | PermissionDeniedError | ClientClosedError):
-            raise exc
-        if isinstance(exc, WaitTimeoutError):  # never given up: it is paid for
+        if isinstance(outcome, AuthenticationError | PermissionDeniedError | ClientClosedError):
+            raise outcome
+        if isinstance(outcome, WaitTimeoutError):  # never given up: it is paid for
             self._start(generation_id, pending)
+            self._launch()
             return
-        generation = exc.generation if isinstance(exc, GenerationFailedError) else None
-        if isinstance(exc, NotFoundError):
+        if isinstance(outcome, NotFoundError):
             self.stats.lost += 1
             logger.error("tracker: the API does not know %s (key %s)", generation_id, pending.key)
-            self._event("lost", generation_id, pending.key, str(exc))
+            self._event("lost", generation_id, pending.key, str(outcome))
             return
-        if exc is not None and generation is None:  # unexpected: wait again
-            logger.warning("tracker: the wait for %s failed (%r); retrying", generation_id, exc)
-            self._start(generation_id, pending, delay=5.0)
+        if isinstance(outcome, BaseException):  # unexpected: wait again
+            logger.warning("tracker: the wait for %s failed (%r); retrying", generation_id, outcome)
+            self._start(generation_id, pending)
+            self._launch(delay=5.0)
             return
-        if generation is None:
-            generation = task.result()
-        if generation.is_completed:
+        if outcome.is_completed:
             await self._enqueue(generation_id, pending)
         else:
             self.stats.failed += 1
-            self._event("failed", generation_id, pending.key, generation.error)
+            self._event("failed", generation_id, pending.key, outcome.error)
 
     # -- downloads ---------------------------------------------------------------------------
 
