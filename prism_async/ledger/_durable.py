@@ -49,7 +49,6 @@ logger = logging.getLogger("prism_async.ledger")
 T = TypeVar("T")
 S = SubmissionState
 _SETTLED = frozenset({S.ACCEPTED, S.RECONCILED, S.REJECTED})
-_NAMING_TIMEOUT = 1.0
 
 
 def fingerprint(kind: str, body: dict[str, Any]) -> str:
@@ -148,19 +147,11 @@ class Durable(Reconciling):
             "credits_charged": credits_of(result),
             "error": None,
         }
-        # With the ids' records naming their key (queued together: one SQLite transaction), so
-        # that a process waiting on an id finds when and with what request it was sent.
-        await asyncio.gather(self._record_outcome(claimed, outcome), self._name_ids(key, ids))
+        await self._record_outcome(claimed, outcome)
+        # Then the ids' records name their key, in the next group of records (not waited for),
+        # so that a process waiting on an id finds when and with what request it was sent.
+        self._records.add([GenerationRecord(i, key=key) for i in ids])
         return result
-
-    async def _name_ids(self, key: str, ids: tuple[str, ...]) -> None:
-        """Best effort, briefly: a help for other processes' waits, never worth failing a
-        submission (their first poll then says how old the generation is)."""
-        try:
-            async with asyncio.timeout(_NAMING_TIMEOUT):
-                await self.ledger.record_many([GenerationRecord(i, key=key) for i in ids])
-        except Exception as exc:
-            logger.debug("ledger key=%r: could not name its ids: %s", key, exc)
 
     async def _record_outcome(self, claimed: Submission, changes: dict[str, Any]) -> None:
         """Record what the API answered; while the ledger cannot be reached, keep it in
@@ -203,6 +194,9 @@ class Durable(Reconciling):
     async def aclose(self, timeout: float = 10.0) -> None:
         """Commit the outcomes kept in memory during a ledger outage (waiting up to
         ``timeout`` seconds); any still unwritten then is logged at ERROR with its ids."""
+        with contextlib.suppress(TimeoutError):  # the ids' names: a help, briefly
+            async with asyncio.timeout(min(timeout, 2.0)):
+                await self._records.drain()
         if not self._later:
             return
         _, left = await asyncio.wait(set(self._later), timeout=timeout)
