@@ -33,8 +33,8 @@ _NOTE_KEY = (
     "ON CONFLICT (key) DO UPDATE SET seq = excluded.seq"
 )
 _TRIM_KEY = (  # all but the key's `window` latest created (the index finds the cut)
-    "DELETE FROM durations WHERE key = ?1 AND created < "
-    "(SELECT created FROM durations WHERE key = ?1 ORDER BY created DESC LIMIT 1 OFFSET ?2)"
+    "DELETE FROM durations WHERE key = ? AND created < "
+    "(SELECT created FROM durations WHERE key = ? ORDER BY created DESC LIMIT 1 OFFSET ?)"
 )
 
 
@@ -48,7 +48,7 @@ def _add(db: sqlite3.Connection, samples: list[Sample], window: int, cap: int) -
         assert cursor.lastrowid is not None
         latest[key] = cursor.lastrowid
     db.executemany(_NOTE_KEY, latest.items())
-    db.executemany(_TRIM_KEY, [(key, max(1, window) - 1) for key in latest])
+    db.executemany(_TRIM_KEY, [(key, key, max(1, window) - 1) for key in latest])
     over = db.execute("SELECT count(*) FROM duration_keys").fetchone()[0] - max(1, cap)
     if over > 0:
         sql = "SELECT key FROM duration_keys ORDER BY seq LIMIT ?"
