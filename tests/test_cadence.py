@@ -12,7 +12,7 @@ import pytest
 
 from prism_async import ClientClosedError, PollPolicy, PrismClient
 from prism_async._waiting._cadence import WINDOW, Durations, next_delay
-from prism_async.ledger import SQLiteLedger
+from prism_async.ledger import GenerationRecord, SQLiteLedger
 from prism_async.testing import FakePrismServer, instant_waits
 
 STATUS = "/api/generations/gen_*"
@@ -234,6 +234,29 @@ async def test_a_canary_sees_generations_become_much_faster() -> None:
             waited = await first  # planned again once the canary saw the fast one
     assert canary < 1.0
     assert waited < 3.0
+
+
+async def test_a_client_closed_while_a_wait_looks_up_its_id_logs_the_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A wait that had not started polling yet (its ledger lookup was slow) still says which
+    paid generation it leaves behind."""
+    looking = asyncio.Event()
+
+    class SlowLedger(SQLiteLedger):
+        async def generation(self, generation_id: str) -> GenerationRecord | None:
+            looking.set()
+            await asyncio.sleep(0.5)
+            return await super().generation(generation_id)
+
+    ledger = SlowLedger(tmp_path / "l")
+    prism = PrismClient("prism_sk_x", base_url="http://127.0.0.1:9", ledger=ledger)
+    wait = asyncio.create_task(prism.wait_for_generation("gen_slow_lookup"))
+    await looking.wait()
+    await prism.aclose()
+    with pytest.raises(ClientClosedError):
+        await wait
+    assert "gen_slow_lookup" in caplog.text
 
 
 async def test_a_cancellation_storm_leaves_nothing_running() -> None:

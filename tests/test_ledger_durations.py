@@ -4,6 +4,7 @@ what survives reopening, an older ledger file gaining the tables, an unreachable
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sqlite3
@@ -137,10 +138,10 @@ async def test_an_older_ledger_file_gains_the_tables(tmp_path: Path) -> None:
     made = SQLiteLedger(path)
     await made.price("s")  # opens (so makes) the file
     await made.aclose()
-    with sqlite3.connect(path) as db:  # as the code before durations made it
+    with contextlib.closing(sqlite3.connect(path)) as db, db:  # as before durations
         db.executescript("DROP TABLE durations; DROP TABLE duration_keys;")
     tables = "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') AND name LIKE 'dur%'"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         assert db.execute(tables).fetchall() == []
     reopened = SQLiteLedger(path)
     try:
@@ -149,7 +150,7 @@ async def test_an_older_ledger_file_gains_the_tables(tmp_path: Path) -> None:
         assert await reopened.durations("k") == [2.0]
     finally:
         await reopened.aclose()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         names = {name for (name,) in db.execute(tables)}
     assert names == {"durations", "durations_key", "duration_keys", "duration_keys_seq"}
 
@@ -160,7 +161,7 @@ async def test_trimming_uses_the_key_index(tmp_path: Path) -> None:
         await ledger.add_durations([at("k", 1.0)])
     finally:
         await ledger.aclose()
-    with sqlite3.connect(tmp_path / "l.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "l.db")) as db:
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT created FROM durations WHERE key = ? "
             "ORDER BY created DESC LIMIT 1 OFFSET 63",

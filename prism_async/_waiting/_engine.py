@@ -33,7 +33,7 @@ from ..models.templates import TemplateGenerationBatch
 from ..polling import AsCompleted, GenerationIds, OnUpdate, PollPolicy
 from ._cadence import Births, Durations, births_in
 from ._scheduler import Fetch, Scheduler
-from ._watch import Watch
+from ._watch import Watch, log_abandoned
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
@@ -107,20 +107,35 @@ class Waiter:
         Raises:
             ClientClosedError: the client is closed.
         """
-        if self.closed:
-            raise ClientClosedError("this PrismClient is closed; create a new one")
+        self._refuse_if_closed()
         births: dict[str, tuple[str, float]] = {}
         if policy.learn:
             births = {i: birth for i in ids if (birth := self.births.get(i)) is not None}
-            if self._ledger is not None and len(births) < len(ids):
-                unknown = [i for i in ids if i not in births]
-                births.update(await births_in(self._ledger, unknown))
-            await self.durations.load({key for key, _ in births.values()})
-            if self.closed:
-                raise ClientClosedError("this PrismClient is closed; create a new one")
+            try:  # the ledger may know the others, and the history of their kinds
+                if self._ledger is not None and len(births) < len(ids):
+                    unknown = [i for i in ids if i not in births]
+                    births.update(await births_in(self._ledger, unknown))
+                await self.durations.load({key for key, _ in births.values()})
+            except asyncio.CancelledError:
+                if self.closed or (self.hub is not None and self.hub.closed):
+                    for generation_id in ids:
+                        log_abandoned(generation_id, "cancelled while shutting down", None)
+                raise
+            self._refuse_if_closed(ids)  # (it may have closed while the ledger answered)
         watch = Watch(self, policy, timeout, notify=notify)
         watch.start(ids, births)
         return watch
+
+    def _refuse_if_closed(self, ids: list[str] | None = None) -> None:
+        """ClientClosedError once the client is closed (``ids``: waits that were starting,
+        whose ids are logged at WARNING)."""
+        if not self.closed:
+            return
+        if ids is None:
+            raise ClientClosedError("this PrismClient is closed; create a new one")
+        for generation_id in ids:
+            log_abandoned(generation_id, "the client closed", None)
+        raise ClientClosedError("the client was closed while the waits were starting")
 
     # -- what the client's methods (and the public functions) forward to ----------------------
 
