@@ -30,7 +30,7 @@ async def test_bulk_wait_runs_for_both_contenders() -> None:
 
 async def test_cadence_measures_learnt_against_fixed() -> None:
     """The cadence case warms up, measures, and compares a learnt policy with the fixed one."""
-    size = cadence.Size(n=8, warmup=6, scale=1 / 100)
+    size = cadence.Size(n=6, warmup=6, scale=1 / 200)
     args = (cadence.MEDIAN_S * size.scale, cadence.SIGMA, 3, 1024, "lognormal")
     with ServerProcess("fleet", *args) as server:
         await server.ready()
