@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,7 @@ from prism_async import InvalidRequestError, LedgerUnavailableError
 from prism_async.ledger import Ledger, RedisLedger, SQLiteLedger
 from prism_async.ledger import _timings as timings
 from tests.conftest import free_port
-from tests.ledger_helpers import STORES, Store
-
-
-@pytest.fixture(params=sorted(STORES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """An empty store of each backend (``store`` = ``redis`` is marked ``redis``)."""
-    return STORES[request.param](tmp_path, lambda: str(request.getfixturevalue("redis_url")))
-
-
-@pytest.fixture
-async def ledger(store: Store) -> AsyncIterator[Ledger]:
-    opened = store.open()
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
+from tests.ledger_helpers import Store
 
 _created = itertools.count(1_800_000_000)
 
