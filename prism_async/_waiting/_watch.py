@@ -75,7 +75,6 @@ class Watch:
         "_wakeup",
         "entries",
         "notify",
-        "open",
         "policy",
         "timeout",
         "waiter",
@@ -89,7 +88,6 @@ class Watch:
         self.timeout = timeout
         self.notify = notify  # hand status changes to the caller (it has an on_update)
         self.entries: list[Entry] = []
-        self.open = 0
         self._ready: list[Entry] = []  # handed to the caller: those from _taken on are new
         self._taken = 0
         self._wakeup: asyncio.Future[None] | None = None
@@ -118,7 +116,6 @@ class Watch:
                 hub.subscribe(generation_id, entry)
                 entry.expected = hub.expects(generation_id)
             scheduler.at(entry, self._delay(entry))
-        self.open = len(self.entries)
         self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         waiter.watches.add(self)
 
@@ -267,7 +264,6 @@ class Watch:
         self.waiter.scheduler.drop(entry)
         if held:
             entry.seq = HELD  # the caller is on it; it sees the error when done
-        self.open -= 1
         hub = self.waiter.hub
         if hub is not None:
             hub.unsubscribe(entry.id, entry)
