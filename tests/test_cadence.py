@@ -245,18 +245,21 @@ async def test_a_client_closed_while_a_wait_looks_up_its_id_logs_the_id(
 
     class SlowLedger(SQLiteLedger):
         async def generation(self, generation_id: str) -> GenerationRecord | None:
+            record = await super().generation(generation_id)
             looking.set()
-            await asyncio.sleep(0.5)
-            return await super().generation(generation_id)
+            await asyncio.sleep(0.5)  # the answer is slow to come back
+            return record
 
     ledger = SlowLedger(tmp_path / "l")
     prism = PrismClient("prism_sk_x", base_url="http://127.0.0.1:9", ledger=ledger)
-    wait = asyncio.create_task(prism.wait_for_generation("gen_slow_lookup"))
+    ids = ["gen_slow_lookup", "gen_next"]  # the second is never looked up: the client closed
+    wait = asyncio.create_task(prism.wait_for_generations(ids))
     await looking.wait()
     await prism.aclose()
     with pytest.raises(ClientClosedError):
         await wait
     assert "gen_slow_lookup" in caplog.text
+    assert "gen_next" in caplog.text
 
 
 async def test_a_cancellation_storm_leaves_nothing_running() -> None:

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -70,10 +70,13 @@ LOOKUPS = 1000
 _LEDGER_TIMEOUT = 2.0
 
 
-async def births_in(ledger: Ledger, ids: list[str]) -> dict[str, tuple[str, float]]:
+async def births_in(
+    ledger: Ledger, ids: list[str], closed: Callable[[], bool]
+) -> dict[str, tuple[str, float]]:
     """The timing key and creation (when it was sent) of the ids a ledger names (an id sent
     by another process: a resumed run, the tracker). Best effort, briefly; nothing for more
-    than :data:`LOOKUPS` ids (they are polled at once instead)."""
+    than :data:`LOOKUPS` ids (they are polled at once instead); it stops once ``closed()``
+    (no ledger call after the client closed it)."""
     from ..ledger._prices import base_of
 
     found: dict[str, tuple[str, float]] = {}
@@ -83,6 +86,8 @@ async def births_in(ledger: Ledger, ids: list[str]) -> dict[str, tuple[str, floa
     try:
         async with asyncio.timeout(_LEDGER_TIMEOUT):
             for generation_id in ids:
+                if closed():
+                    break
                 record = await ledger.generation(generation_id)
                 if record is None or record.key is None:
                     continue

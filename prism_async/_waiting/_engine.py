@@ -114,8 +114,9 @@ class Waiter:
             try:  # the ledger may know the others, and the history of their kinds
                 if self._ledger is not None and len(births) < len(ids):
                     unknown = [i for i in ids if i not in births]
-                    births.update(await births_in(self._ledger, unknown))
-                await self.durations.load({key for key, _ in births.values()})
+                    births.update(await births_in(self._ledger, unknown, self._is_closed))
+                if not self.closed:
+                    await self.durations.load({key for key, _ in births.values()})
             except asyncio.CancelledError:
                 if self.closed or (self.hub is not None and self.hub.closed):
                     for generation_id in ids:
@@ -125,6 +126,9 @@ class Waiter:
         watch = Watch(self, policy, timeout, notify=notify)
         watch.start(ids, births)
         return watch
+
+    def _is_closed(self) -> bool:
+        return self.closed
 
     def _refuse_if_closed(self, ids: list[str] | None = None) -> None:
         """ClientClosedError once the client is closed (``ids``: waits that were starting,
