@@ -169,9 +169,9 @@ async def test_durations_are_shared_through_the_ledger(tmp_path: Path) -> None:
         url, key = server.base_url, server.api_key
         ledger = SQLiteLedger(tmp_path / "l")
         async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as a:
-            for n in range(6):
-                batch = await a.generations.create(prompt=f"p{n}", model_name="veo-3.1")
-                await a.wait_for_generations(batch)
+            batch = await a.generations.create(prompt="p", model_name="veo-3.1", count=4)
+            more = await a.generations.create(prompt="q", model_name="veo-3.1", count=2)
+            await a.wait_for_generations([*batch.ids, *more.ids])
         ledger = SQLiteLedger(tmp_path / "l")
         async with PrismClient(key, base_url=url, poll=policy, ledger=ledger) as b:
             batch = await b.generations.create(prompt="new", model_name="veo-3.1", count=2)
