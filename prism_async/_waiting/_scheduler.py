@@ -127,11 +127,6 @@ class Scheduler:
         if entry.task is not None:
             entry.task.cancel()
 
-    @property
-    def pending(self) -> int:
-        """Heap items (live or stale) and queued entries: 0 once every wait is over."""
-        return len(self._heap) + len(self._due) + self._inflight
-
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
