@@ -188,8 +188,10 @@ class Durations:
             return False
         before = self._plausible.get(key)
         self._add(key, [(created, seconds)])
-        after = self.plausible(key)
-        dropped = before is not None and after is not None and after < before / 2
+        dropped = False
+        if before is not None and seconds < before:  # (else the point cannot have dropped)
+            after = self.plausible(key)
+            dropped = after is not None and after < before / 2
         if self._ledger is not None:
             self._unsaved.append((key, seconds, created))
             del self._unsaved[: -10 * WINDOW]  # bounded while the ledger is away
