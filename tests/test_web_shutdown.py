@@ -50,8 +50,13 @@ async def test_closing_the_client_logs_the_id_of_every_wait_still_running(
     prism = PrismClient(server.api_key, base_url=server.base_url, poll=POLL)
     ids = [(await prism.generations.create(prompt="A cat", model_name="veo-3.1")).ids[0]]
     ids += (await prism.generations.create(prompt="A dog", model_name="veo-3.1", count=2)).ids
-    waits = asyncio.create_task(prism.wait_for_generations(ids, return_exceptions=True))
-    await until(lambda: all(server.requests_to("GET", f"/api/generations/{i}") for i in ids), 5)
+    seen: set[str] = set()  # the client has each one's first status (not only the server)
+    waits = asyncio.create_task(
+        prism.wait_for_generations(
+            ids, return_exceptions=True, on_update=lambda g: seen.add(g.id)
+        )
+    )
+    await until(lambda: seen == set(ids), 5)
     with caplog.at_level(logging.WARNING, logger="prism_async"):
         await prism.aclose()
         results = await waits
