@@ -19,7 +19,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aioresponses import aioresponses
 
-from prism_async import PrismClient, RetryPolicy
+from prism_async import PollPolicy, PrismClient, RetryPolicy
 from prism_async.testing import FakePrismServer, instant_waits
 from tests.redis_server import RedisServer
 
@@ -173,6 +173,19 @@ def assert_key_free(exc: BaseException, key: str = KEY) -> None:
         assert key not in repr(item), f"the key is reachable from {type(exc).__name__}: {item!r}"
         if isinstance(item, BaseException):
             assert key not in str(item)
+
+
+QUICK_POLL = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
+"""The command-line tests' poll policy for a fake (in their own process)."""
+
+
+@pytest.fixture(autouse=True)
+def _quick_fake_videos(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the in-process command-line tests, a ``--fake`` video takes 0.1-0.3 s (the demo's
+    1.5-4 s adds nothing to what they check) and waits on another server are paced for a fake."""
+    if request.module.__name__.rpartition(".")[2].startswith("test_cli"):
+        monkeypatch.setattr("prism_async.cli._main.FAKE_SECONDS", (0.1, 0.3))
+        monkeypatch.setattr("prism_async.cli._main.PollPolicy", lambda: QUICK_POLL)
 
 
 @pytest.fixture

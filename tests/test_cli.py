@@ -19,6 +19,24 @@ import pytest
 from prism_async.cli import main
 from prism_async.testing import FakePrismServer
 
+QUICK_CLI = [
+    sys.executable,
+    "-c",
+    """
+import runpy, sys
+
+from prism_async import PollPolicy
+from prism_async.cli import _main
+
+_main.PollPolicy = lambda: PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
+_main.FAKE_SECONDS = (0.1, 0.3)
+sys.argv = ["prism-async", *sys.argv[1:]]
+runpy.run_module("prism_async", run_name="__main__", alter_sys=True)
+""",
+]
+"""``python -m prism_async`` with its polls (and ``--fake`` videos) paced for a fake server: for
+the tests that run the command line in processes to check what a process does."""
+
 
 class ThreadedFake:
     """A FakePrismServer on its own loop in a thread, for the synchronous CLI tests."""
@@ -220,8 +238,11 @@ def test_failed_generation_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert "failed: Generation failed" in capsys.readouterr().out
 
 
-def test_timeout_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+def test_timeout_exits_4(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A wait past --timeout gives exit 4."""
+    monkeypatch.setattr("prism_async.cli._main.FAKE_SECONDS", (5.0, 5.0))
     code = main(["--fake", "--timeout", "0.3", "generate", "slow", "--model", "veo-3.1", "--wait"])
     assert code == 4
     assert "timed out" in capsys.readouterr().out

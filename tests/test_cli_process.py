@@ -22,7 +22,7 @@ import pytest
 from prism_async.cli import main
 from prism_async.cli._context import Context
 from prism_async.cli._registry import COMMANDS, EXIT_OK, command
-from tests.test_cli import ThreadedFake, json_lines
+from tests.test_cli import QUICK_CLI, ThreadedFake, json_lines
 
 CLI = [sys.executable, "-m", "prism_async"]
 
@@ -169,7 +169,7 @@ def test_stdout_closed_by_its_reader_ends_quietly(argv: list[str], tmp_path: Pat
     os.close(read)  # the reader is gone
     try:
         result = subprocess.run(
-            [*CLI, *argv],
+            [*QUICK_CLI, *argv],
             stdout=write,
             stderr=subprocess.PIPE,
             text=True,
@@ -285,7 +285,8 @@ def test_a_stopped_run_names_the_paid_requests_in_flight_and_how_to_settle_them(
             fake,
             lambda: server.inject("POST", "/api/generations", delay=120, processed=True),
         )
-        argv = [*CLI, "--api-key", server.api_key, "--base-url", server.base_url, "run", file]
+        argv = [*QUICK_CLI, "--api-key", server.api_key, "--base-url", server.base_url]
+        argv += ["run", file]
         argv += ["--ledger", "l.db"]
         with subprocess.Popen(
             argv,
@@ -329,7 +330,7 @@ def test_a_stopped_run_names_the_paid_requests_in_flight_and_how_to_settle_them(
         on_the_fake(fake, lambda: server.advance(600))  # every video is done now
         sent = paid_posts(fake)
         again = subprocess.run(
-            ["bash", "-c", rerun.replace("prism-async", shlex.join(CLI), 1) + " --json"],
+            ["bash", "-c", rerun.replace("prism-async", shlex.join(QUICK_CLI), 1) + " --json"],
             capture_output=True,
             text=True,
             timeout=120,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from prism_async import PollPolicy, PrismClient
+from prism_async import PrismClient
 from prism_async.cli import main
 from prism_async.cli._batch import default_run_id, load_batch, run_keys
 from prism_async.cli._context import Context
@@ -23,7 +23,8 @@ from prism_async.cli._running import run_batch
 from prism_async.cli._ui import UI
 from prism_async.ledger import SQLiteLedger
 from prism_async.testing import FakePrismServer
-from tests.test_cli import ThreadedFake, json_lines
+from tests.conftest import QUICK_POLL
+from tests.test_cli import QUICK_CLI, ThreadedFake, json_lines
 from tests.test_cli_display import recording_console, row, tables
 
 BATCH: list[dict[str, Any]] = [
@@ -41,15 +42,11 @@ def fake() -> Iterator[ThreadedFake]:
         yield threaded
 
 
-FAST = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
-
-
 @pytest.fixture(autouse=True)
 def _no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No key or ledger from the environment; the API's polling paced for the fake."""
+    """No key or ledger from the environment (conftest paces polling for the fake)."""
     monkeypatch.delenv("PRISM_API_KEY", raising=False)
     monkeypatch.delenv("PRISM_LEDGER", raising=False)
-    monkeypatch.setattr("prism_async.cli._main.PollPolicy", lambda: FAST)
 
 
 def on_the_fake(fake: ThreadedFake, action: Callable[[], object]) -> None:
@@ -328,6 +325,7 @@ def test_fake_and_a_timeout(
     assert code == 0
     assert sorted(r["state"] for r in json_lines(out)) == ["completed"] * 4
     assert (tmp_path / "env.db").is_file()
+    monkeypatch.setattr("prism_async.cli._main.FAKE_SECONDS", (5.0, 5.0))
     code, out, _ = run(
         capsys, "--fake", "--timeout", "0.3", "run", file, "--ledger", str(tmp_path / "t.db")
     )
@@ -353,7 +351,10 @@ async def test_the_live_table_shows_every_key_and_how_it_ended(
     batch = load_batch(file)
     console = recording_console()
     async with PrismClient(
-        server.api_key, base_url=server.base_url, poll=FAST, ledger=SQLiteLedger(tmp_path / "l.db")
+        server.api_key,
+        base_url=server.base_url,
+        poll=QUICK_POLL,
+        ledger=SQLiteLedger(tmp_path / "l.db"),
     ) as prism:
         assert prism.ledger is not None
         keys = await run_keys(file, batch, "live", prism.ledger)
@@ -400,9 +401,7 @@ def test_warnings_are_not_printed_raw_without_v(fake: ThreadedFake, tmp_path: Pa
         on_the_fake(fake, lambda: fake.server.inject("POST", "/api/generations", status=502))
         result = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "prism_async",
+                *QUICK_CLI,
                 *verbose,
                 *fake.argv("run", file, "--ledger", str(tmp_path / "l.db")),
                 *("--reconcile-window", "0.5"),
@@ -497,7 +496,7 @@ def test_edited_and_moved_files_in_real_processes(fake: ThreadedFake, tmp_path: 
 
     def run_process(file: str, cwd: Path) -> dict[int, dict[str, Any]]:
         done = subprocess.run(
-            [sys.executable, "-m", "prism_async", *fake.argv("--json", "run", file)],
+            [*QUICK_CLI, *fake.argv("--json", "run", file)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["FAKE_POLL", "GLOBAL_OPTION_NAMES", "build_parser", "main", "option_name"]
 
 FAKE_POLL = PollPolicy(initial_delay=0.3, interval=0.4, max_interval=1.5, multiplier=1.5)
+FAKE_SECONDS = (1.5, 4.0)
+"""How long a video takes on ``--fake``: a random time in this range, in seconds."""
 """Polling against the embedded fake: its videos take seconds, not minutes."""
 
 GLOBAL_OPTION_NAMES = {"timeout": "--timeout", "base_url": "--base-url"}
@@ -130,7 +132,7 @@ async def _run(args: argparse.Namespace, ui: UI) -> int:
             from ..testing import FakePrismServer
 
             fake = await stack.enter_async_context(
-                FakePrismServer(generation_seconds=lambda: random.uniform(1.5, 4.0))
+                FakePrismServer(generation_seconds=lambda: random.uniform(*FAKE_SECONDS))
             )
             api_key, base_url, poll = fake.api_key, fake.base_url, FAKE_POLL
         else:
