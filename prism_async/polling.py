@@ -51,9 +51,10 @@ class PollPolicy:
     gives up after ``timeout`` seconds.
 
     With ``learn=True`` (the default) and some history, polls follow instead how long
-    generations of the same kind took: none before a finish is plausible, then one every
-    ``max_interval`` (less its jitter), counted from the generation's creation, so a wait on
-    an id that finished long ago polls at once.
+    generations of the same kind took, counted from the generation's creation: none before a
+    finish is plausible, then as often as the backoff above would poll at that age (at most
+    ``max_interval`` apart, less the jitter); a wait on an id that finished long ago polls at
+    once.
     """
 
     initial_delay: float = field(default=5.0, converter=float, validator=_non_negative)

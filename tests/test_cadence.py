@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from prism_async import ClientClosedError, PollPolicy, PrismClient
-from prism_async._waiting._cadence import WINDOW, Durations, next_delay
+from prism_async._waiting._cadence import WINDOW, Durations, fixed_gap, next_delay
 from prism_async.ledger import GenerationRecord, SQLiteLedger
 from prism_async.testing import FakePrismServer, instant_waits
 
@@ -67,10 +67,69 @@ def test_the_learnt_schedule_never_leaves_a_gap_over_max_interval_once_plausible
                 assert after - max(before, plausible) <= policy.max_interval + 1e-9
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.1, 0.5])
+def test_the_learnt_schedule_never_leaves_a_gap_over_the_fixed_backoffs_at_that_age(
+    jitter: float,
+) -> None:
+    """Short generations are noticed as soon as with the fixed backoff: each gap after the
+    plausible point is at most the fixed backoff's gap at that age (from the creation), spread
+    by the same jitter, and never over ``max_interval``."""
+    rng = random.Random(11)
+    for _ in range(300):
+        policy = PollPolicy(
+            initial_delay=rng.uniform(0, 10),
+            interval=rng.uniform(0.5, 10),
+            multiplier=rng.choice([1.0, 1.5, 2.0]),
+            max_interval=rng.uniform(1, 60),
+            jitter=jitter,
+        )
+        plausible = rng.uniform(0, 120)
+        ages = simulate(policy, plausible, 0.0)
+        for before, after in itertools.pairwise([plausible, *ages]):
+            if after > plausible:
+                start = max(before, plausible)
+                bound = min(fixed_gap(policy, start) * (1 + jitter), policy.max_interval)
+                assert after - start <= bound + 1e-9
+
+
+def test_the_fixed_gap_at_an_age_is_the_backoffs() -> None:
+    """``fixed_gap`` (closed form) agrees with walking the fixed backoff poll by poll."""
+    rng = random.Random(5)
+    for _ in range(2000):
+        policy = PollPolicy(
+            initial_delay=rng.choice([0.0, rng.uniform(0, 10)]),
+            interval=rng.uniform(0.01, 10),
+            multiplier=rng.choice([1.0, 1.01, 1.5, 2.0, rng.uniform(1, 3)]),
+            max_interval=rng.uniform(0.5, 60),
+            jitter=0,
+        )
+        age = rng.uniform(0, 2000)
+        elapsed, gap = policy.initial_delay, min(policy.interval, policy.max_interval)
+        for polls in itertools.count(1):
+            if elapsed + gap > age or gap >= policy.max_interval or policy.multiplier == 1:
+                break
+            elapsed += gap
+            gap = policy.delay(polls + 1)
+        assert fixed_gap(policy, age) == pytest.approx(gap, rel=1e-6) or (
+            abs(elapsed - age) < 1e-6 * max(1.0, age)  # on a poll's boundary: either side
+        )
+
+
+def test_ten_second_videos_are_not_noticed_later_for_learning() -> None:
+    """The default policy, generations that took 10 s: the first poll comes 5 s after the
+    plausible point (the fixed backoff's gap at 9 s), not one ``max_interval`` (30 s)."""
+    policy = PollPolicy(jitter=0)
+    assert fixed_gap(policy, 9.0) == 5.0  # polls at 5, 10, 17.5, 28.75, ... from the start
+    assert next_delay(policy, polls=0, age=0.0, plausible=9.0) == 14.0
+    assert next_delay(policy, polls=1, age=14.0, plausible=9.0) == 7.5
+    assert next_delay(policy, polls=5, age=200.0, plausible=9.0) == 30.0
+
+
 def test_an_old_id_is_polled_at_once_and_a_fresh_one_not_before_it_may_be_done() -> None:
     policy = PollPolicy(max_interval=30, jitter=0)
     assert next_delay(policy, polls=0, age=500.0, plausible=60.0) == 0.0
-    assert next_delay(policy, polls=0, age=0.0, plausible=60.0) == 90.0
+    assert next_delay(policy, polls=0, age=0.0, plausible=60.0) == 60.0 + fixed_gap(policy, 60)
+    assert fixed_gap(policy, 60.0) == 5 * 1.5**4  # polls at 5, 10, 17.5, 28.75, 45.6, 70.9
     assert next_delay(policy, polls=0, age=None, plausible=None) == 0.0  # its age is unknown
     assert next_delay(policy, polls=3, age=200.0, plausible=60.0) == 30.0
 

@@ -18,13 +18,16 @@ touches a wait).
 :func:`next_delay` is the schedule. With enough history, completion becomes *plausible* at a
 low quantile of the key's durations (90% of the shortest in the window); the first poll comes
 one gap after that (counted from the generation's creation, so an old id is polled at once)
-and the next ones one gap apart, a gap being ``max_interval`` less 0.5 to 1.5 times its
-jitter (so that waits spread, and stay under it): a generation that finishes after the
-plausible point is noticed within ``max_interval``, and a typical one costs two or three
-requests. Without history, or with ``learn=False``, it is the policy's fixed backoff from the
-start of the wait; so it is for a *canary*, one wait per key every :data:`CANARY_EVERY`
-``max_interval``, which sees a drift to faster generations that the others, polling late,
-would not (its duration then lowers the plausible point of the waits that start after it).
+and the next ones one gap apart. A gap is the fixed backoff's at that age (:func:`fixed_gap`),
+spread by the jitter as the backoff spreads it, but never over ``max_interval`` (once the
+backoff has grown to it, the gap is spread below it): a generation that finishes after the
+plausible point is noticed about as soon as the fixed backoff would notice it, never more than
+``max_interval`` late, and the polls saved are those before it can be done (a typical one
+costs about three requests instead of seven). Without history, or with ``learn=False``, it is
+the policy's fixed backoff from the start of the wait; so it is for a *canary*, one wait per
+key every :data:`CANARY_EVERY` ``max_interval``, which sees a drift to faster generations that
+the others, polling late, would not (its duration then lowers the plausible point of the waits
+that start after it).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import contextlib
 import heapq
 import json
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -264,6 +268,20 @@ class Durations:
                 await self._read_key(self._wanted.pop())
 
 
+def fixed_gap(policy: PollPolicy, age: float) -> float:
+    """The fixed backoff's gap between polls (without jitter) ``age`` seconds after it began:
+    the lag the policy accepts at that age, and so the learnt schedule's gap there."""
+    gap, growth = min(policy.interval, policy.max_interval), policy.multiplier
+    if growth <= 1.0 or gap >= policy.max_interval or age <= policy.initial_delay:
+        return gap
+    # the polls come at initial_delay + interval * (growth**k - 1) / (growth - 1): the k-th
+    # one before ``age`` starts a gap of interval * growth**k (in closed form: a wait asks
+    # this at every poll)
+    steps = math.log1p((age - policy.initial_delay) * (growth - 1.0) / policy.interval)
+    gap = policy.interval * growth ** math.floor(steps / math.log(growth))
+    return min(gap, policy.max_interval)
+
+
 def next_delay(
     policy: PollPolicy,
     *,
@@ -281,7 +299,11 @@ def next_delay(
     """
     if policy.learn:
         if age is not None and plausible is not None:
-            gap = policy.max_interval * (1.0 - policy.jitter * (0.5 + random.random()))
+            base = fixed_gap(policy, max(age, plausible))
+            if base < policy.max_interval:  # spread as the fixed backoff spreads it
+                gap = min(policy.jittered(base), policy.max_interval)
+            else:  # spread below the bound
+                gap = base * (1.0 - policy.jitter * random.random())
             return max(gap if polls else 0.0, plausible + gap - age)
         if polls == 0 and age is None:
             return 0.0  # its status says how old it is (an old id: done at once)
