@@ -47,9 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["FAKE_POLL", "GLOBAL_OPTION_NAMES", "build_parser", "main", "option_name"]
 
 FAKE_POLL = PollPolicy(initial_delay=0.3, interval=0.4, max_interval=1.5, multiplier=1.5)
+"""Polling against the embedded fake: its videos take seconds, not minutes."""
 FAKE_SECONDS = (1.5, 4.0)
 """How long a video takes on ``--fake``: a random time in this range, in seconds."""
-"""Polling against the embedded fake: its videos take seconds, not minutes."""
 
 GLOBAL_OPTION_NAMES = {"timeout": "--timeout", "base_url": "--base-url"}
 """SDK field -> global option, for every command (a command's own names come first)."""
