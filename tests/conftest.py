@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,26 @@ def assert_key_free(exc: BaseException, key: str = KEY) -> None:
 
 
 QUICK_POLL = PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
-"""The command-line tests' poll policy for a fake (in their own process)."""
+"""The command-line tests' poll policy for a fake."""
+QUICK_FAKE_SECONDS = (0.1, 0.3)
+"""How long a ``--fake`` video takes in the command-line tests."""
+QUICK_CLI = [
+    sys.executable,
+    "-c",
+    f"""
+import runpy, sys
+
+from prism_async import PollPolicy
+from prism_async.cli import _main
+
+_main.PollPolicy = lambda: {QUICK_POLL!r}
+_main.FAKE_SECONDS = {QUICK_FAKE_SECONDS!r}
+sys.argv = ["prism-async", *sys.argv[1:]]
+runpy.run_module("prism_async", run_name="__main__", alter_sys=True)
+""",
+]
+"""``python -m prism_async`` paced as the in-process command-line tests are: for the tests that
+run the command line in processes to check what a process does."""
 
 
 @pytest.fixture(autouse=True)
@@ -184,7 +204,7 @@ def _quick_fake_videos(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
     """In the in-process command-line tests, a ``--fake`` video takes 0.1-0.3 s (the demo's
     1.5-4 s adds nothing to what they check) and waits on another server are paced for a fake."""
     if request.module.__name__.rpartition(".")[2].startswith("test_cli"):
-        monkeypatch.setattr("prism_async.cli._main.FAKE_SECONDS", (0.1, 0.3))
+        monkeypatch.setattr("prism_async.cli._main.FAKE_SECONDS", QUICK_FAKE_SECONDS)
         monkeypatch.setattr("prism_async.cli._main.PollPolicy", lambda: QUICK_POLL)
 
 

@@ -19,24 +19,6 @@ import pytest
 from prism_async.cli import main
 from prism_async.testing import FakePrismServer
 
-QUICK_CLI = [
-    sys.executable,
-    "-c",
-    """
-import runpy, sys
-
-from prism_async import PollPolicy
-from prism_async.cli import _main
-
-_main.PollPolicy = lambda: PollPolicy(initial_delay=0.05, interval=0.1, max_interval=0.2)
-_main.FAKE_SECONDS = (0.1, 0.3)
-sys.argv = ["prism-async", *sys.argv[1:]]
-runpy.run_module("prism_async", run_name="__main__", alter_sys=True)
-""",
-]
-"""``python -m prism_async`` with its polls (and ``--fake`` videos) paced for a fake server: for
-the tests that run the command line in processes to check what a process does."""
-
 
 class ThreadedFake:
     """A FakePrismServer on its own loop in a thread, for the synchronous CLI tests."""

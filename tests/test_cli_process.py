@@ -22,7 +22,8 @@ import pytest
 from prism_async.cli import main
 from prism_async.cli._context import Context
 from prism_async.cli._registry import COMMANDS, EXIT_OK, command
-from tests.test_cli import QUICK_CLI, ThreadedFake, json_lines
+from tests.conftest import QUICK_CLI
+from tests.test_cli import ThreadedFake, json_lines
 
 CLI = [sys.executable, "-m", "prism_async"]
 

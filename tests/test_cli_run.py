@@ -23,8 +23,8 @@ from prism_async.cli._running import run_batch
 from prism_async.cli._ui import UI
 from prism_async.ledger import SQLiteLedger
 from prism_async.testing import FakePrismServer
-from tests.conftest import QUICK_POLL
-from tests.test_cli import QUICK_CLI, ThreadedFake, json_lines
+from tests.conftest import QUICK_CLI, QUICK_POLL
+from tests.test_cli import ThreadedFake, json_lines
 from tests.test_cli_display import recording_console, row, tables
 
 BATCH: list[dict[str, Any]] = [
