@@ -9,6 +9,7 @@ Quick start::
         generation = await prism.generations.get(batch.ids[0])
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._client import PrismClient
@@ -72,29 +73,21 @@ if TYPE_CHECKING:
     from .models.requests import GenerationRequest, TemplateRequest
     from .runs import RunResult
 
-_LAZY = ("GenerationRequest", "Quote", "RunResult", "TemplateRequest")
+_LAZY = {
+    "GenerationRequest": ".models.requests",
+    "Quote": ".ledger._prices",
+    "RunResult": ".runs",
+    "TemplateRequest": ".models.requests",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: ``import prism_async`` loads neither the ledger nor bulk runs
     # (nor the request models, which a plain client needs only on its first paid request).
-    if name == "Quote":
-        from .ledger._prices import Quote
-
-        return Quote
-    if name == "RunResult":
-        from .runs import RunResult
-
-        return RunResult
-    if name == "GenerationRequest":
-        from .models.requests import GenerationRequest
-
-        return GenerationRequest
-    if name == "TemplateRequest":
-        from .models.requests import TemplateRequest
-
-        return TemplateRequest
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def __dir__() -> list[str]:
