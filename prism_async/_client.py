@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BASE_URL", "PrismClient"]
 
+PAUSE_ON_402 = 60.0
+"""Seconds a 402 pauses the paid POSTs sharing a ledger, by default."""
+
 DEFAULT_BASE_URL = "https://www.prismvideos.com/api"
 
 
@@ -96,7 +99,7 @@ class PrismClient:
         webhooks: WebhookHub | None = None,
         ledger: Ledger | None = None,
         budget: str | None = None,
-        pause_on_402: float = 60.0,
+        pause_on_402: float = PAUSE_ON_402,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("PRISM_API_KEY", "")
@@ -135,7 +138,8 @@ class PrismClient:
 
             self._durable = Durable(ledger, timeout=float(timeout))
         self._spending: Spending | None = None
-        if ledger is not None or budget is not None or pause_on_402 != 60.0:
+        if ledger is not None or budget is not None or pause_on_402 != PAUSE_ON_402:
+            # (spend rules, or settings to check: without either the module is not loaded)
             from .ledger._spending import spending_for
 
             self._spending = spending_for(ledger, budget, pause_on_402, float(timeout))
