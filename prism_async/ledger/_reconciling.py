@@ -162,6 +162,7 @@ class Reconciling(abc.ABC):
         window): a person must resolve it.
         """
         while True:
+            checked = _now()  # the window's close is judged by a reconcile begun after it
             try:
                 row = await self.reconcile(key, search)
             except SubmissionInFlightError:
@@ -173,9 +174,10 @@ class Reconciling(abc.ABC):
                 raise InvalidRequestError("key", f"no submission has the key {key!r}")
             if current.state not in (S.AMBIGUOUS, S.SENDING):
                 return current
+            window = self.ledger.reconcile_window
+            if row is not None and (checked - sent_at(current)).total_seconds() >= window:
+                return row  # the window had closed and no rule settled it: a person must
             age = (_now() - sent_at(current)).total_seconds()
-            if row is not None and age >= self.ledger.reconcile_window:
-                return row  # the window closed and no rule settled it: a person must
             logger.warning(
                 "ledger key=%r ambiguous for %.0f s, reconciling again in %g s: %s",
                 key,
@@ -184,5 +186,5 @@ class Reconciling(abc.ABC):
                 current.error,
                 extra={"prism_key": key, "prism_state": current.state},
             )
-            pause, left = self.ledger.reconcile_interval, self.ledger.reconcile_window - age
+            pause, left = self.ledger.reconcile_interval, window - age
             await asyncio.sleep(min(pause, left) if left > 0.05 else pause)

@@ -3,6 +3,8 @@ by hand (design.md, "Durable submissions")."""
 
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -15,7 +17,8 @@ from prism_async import (
     PrismClient,
     PrismError,
 )
-from prism_async.ledger import GenerationRecord
+from prism_async.ledger import GenerationRecord, _reconciling
+from prism_async.ledger._reconcile import sent_at
 from prism_async.testing import FakePrismServer
 from tests.conftest import GENERATION_SECONDS
 from tests.ledger.helpers import (
@@ -142,6 +145,32 @@ async def test_a_true_shortage_says_what_happens_next(
     assert "becomes rejected and is sent again" in short.error
     assert "later" not in short.error
     assert {(await row(prism, k)).state for k in ("clip-1", "clip-2")} == {S.RECONCILED}
+
+
+async def test_a_window_closing_during_a_try_rejects_the_key_at_the_next(
+    prism: PrismClient, server: FakePrismServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reconcile(wait=True)`` judges the window by a try begun after it closed: when the
+    window closes while a try is under way (a slow history search, a busy machine), one more
+    try rejects the key that nothing was queued for, and it is sent again; it is not left
+    ambiguous for a person."""
+    server.inject("POST", CREATE_PATH, drop=True)  # not processed: really nothing queued
+    with pytest.raises(APIConnectionError):
+        await create(prism, "k")
+    lost = await row(prism, "k")
+    assert lost.state == S.AMBIGUOUS
+    ledger_of(prism).configure_reconciliation(window=10, interval=0.01)
+    ticks = itertools.count(4.0, 3.0)  # every reading of the clock is 3 s after the last
+    start = sent_at(lost)
+    monkeypatch.setattr(_reconciling, "_now", lambda: start + timedelta(seconds=next(ticks)))
+    settled = await prism.reconcile("k", wait=True)
+    assert settled.state == S.REJECTED
+    assert settled.error is not None
+    assert "nothing was queued" in settled.error
+    monkeypatch.undo()
+    await create(prism, "k")
+    assert (await row(prism, "k")).attempt == 2
+    assert posts(server) == 2
 
 
 async def test_reconcile_ignores_other_prompts_models_and_times(
