@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_async import ClientClosedError, PollPolicy, PrismClient
+from prism_async import ClientClosedError, PollPolicy, PrismClient, WaitTimeoutError
 from prism_async._waiting._cadence import WINDOW, Durations, fixed_gap, next_delay
 from prism_async.ledger import GenerationRecord, SQLiteLedger
 from prism_async.testing import FakePrismServer, instant_waits
@@ -293,6 +293,38 @@ async def test_a_canary_sees_generations_become_much_faster() -> None:
             waited = await first  # planned again once the canary saw the fast one
     assert canary < 1.0
     assert waited < 3.0
+
+
+async def test_a_deadline_before_the_plausible_point_still_gets_a_last_look() -> None:
+    """The history may place a wait's plausible point after its deadline: the wait still
+    polls ``max_interval`` before the deadline, so a generation that finished meanwhile is
+    returned, and one still running times out with the status it was last seen in."""
+    policy = PollPolicy(initial_delay=0.05, interval=0.05, max_interval=1.0, jitter=0)
+    async with (
+        FakePrismServer(generation_seconds=1000, credits=10**6) as server,
+        PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism,
+    ):
+        slow = [
+            await prism.generations.create(prompt=f"slow {n}", model_name="veo-3.1")
+            for n in range(6)
+        ]
+        server.advance(1000)
+        for batch in slow:
+            await prism.wait_for_generations(batch)  # learnt: about 1,000 s each (a canary too)
+        still = await prism.generations.create(prompt="still running", model_name="veo-3.1")
+        before = gets(server)
+        with pytest.raises(WaitTimeoutError) as info:
+            await prism.wait_for_generation(still.ids[0], timeout=1.6)
+        assert info.value.last is not None
+        assert info.value.last.status in ("queued", "generating")
+        assert gets(server) - before == 1  # at 0.6 s, not the plausible ~900 s
+
+        server.generation_seconds = 0.2
+        fast = await prism.generations.create(prompt="fast", model_name="veo-3.1")
+        before = gets(server)
+        done = await prism.wait_for_generation(fast.ids[0], timeout=1.6)
+        assert done.is_completed
+        assert gets(server) - before == 1
 
 
 async def test_a_client_closed_while_a_wait_looks_up_its_id_logs_the_id(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -106,6 +108,7 @@ class Watch:
         known), and the deadline."""
         waiter, hub = self.waiter, self.waiter.hub
         scheduler = waiter.scheduler
+        self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         for generation_id in ids:
             entry = Entry(scheduler, self, generation_id, None)
             birth = births.get(generation_id)
@@ -116,7 +119,6 @@ class Watch:
                 hub.subscribe(generation_id, entry)
                 entry.expected = hub.expects(generation_id)
             scheduler.at(entry, self._delay(entry))
-        self._deadline = asyncio.get_running_loop().call_later(self.timeout, self._expire)
         waiter.watches.add(self)
 
     # -- what the caller's task does -----------------------------------------------------------
@@ -240,7 +242,21 @@ class Watch:
                 every = CANARY_EVERY * policy.max_interval
                 entry.canary = durations.canary(entry.key, every)
                 plausible = None if entry.canary else plausible
-        return next_delay(policy, polls=entry.polls, age=age, plausible=plausible)
+        delay = next_delay(policy, polls=entry.polls, age=age, plausible=plausible)
+        return delay if plausible is None else min(delay, self._last_look(entry))
+
+    def _last_look(self, entry: Entry) -> float:
+        """The latest a learnt wait may poll next so that its deadline never passes on a status
+        older than ``max_interval`` (the history may place its plausible point after the
+        deadline): a wait that times out has looked, and one that finished is not missed."""
+        if self._deadline is None:
+            return math.inf
+        policy = self.policy
+        remaining = self._deadline.when() - asyncio.get_running_loop().time()
+        if remaining > policy.max_interval:
+            spread = min(policy.jitter, 0.5) * random.random()  # no lock-step, never late
+            return remaining - policy.max_interval * (1.0 - spread)
+        return remaining / 2 if entry.polls == 0 else math.inf
 
     def _learn(self, entry: Entry, generation: Generation) -> None:
         created, completed = generation.created_at, generation.completed_at
