@@ -102,6 +102,9 @@ class Fleet:
             config.write_text(json.dumps(LOG_CONFIG))
             uvicorn = [sys.executable, "-m", "uvicorn", "tests.apps.fastapi_app:app"]
             options = ["--workers", "2", "--host", "127.0.0.1", "--port", str(self.port)]
+            # the test pins its connections first and uses them later (uvicorn closes a
+            # connection idle for 5 s by default; aiohttp's default is 75 s)
+            options += ["--timeout-keep-alive", "120"]
             commands = [[*uvicorn, *options, "--log-config", str(config)]]
             ready = "Application startup complete"
         else:
@@ -277,9 +280,16 @@ async def exercise(fake: FakePrismServer, fleet: Fleet) -> tuple[list[float], fl
         return len(fake.requests_to("GET", f"/api/generations/{generation_of(hook)}"))
 
     calls = {hook: asyncio.create_task(make_video(hook)) for hook in waiting}
+
+    def sent() -> bool:
+        for call in calls.values():  # a call that failed never creates its generation
+            if call.done() and not call.cancelled() and call.exception() is not None:
+                raise AssertionError(f"{fleet.kind}: {call.exception()!r}\n{fleet.lines}")
+        return len(prompts) == sum(g.prompt in prompts for g in generations())
+
     try:
         prompts = [json.dumps({"hook": hook}) for hook in waiting]
-        await until(lambda: len(prompts) == sum(g.prompt in prompts for g in generations()), 10)
+        await until(sent, 10)
         await until(lambda: all(polled(hook) == 1 for hook in waiting), 10)  # the first polls
         await asyncio.sleep(0.2)  # now sleeping for the fallback
 
