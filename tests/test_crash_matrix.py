@@ -7,16 +7,18 @@ that must finish the job:
 
 * ``before_post``: the ``sending`` row is committed and the POST has reached the server, which
   has not acted on it (a plain ``delay``). The resumed run finds the dead lease, reconciles
-  (0 of 1 in history) and reports the key ``ambiguous``, never sending it again.
+  (0 of 1 in history) until the key's reconciliation window closes, then sends it again
+  (attempt 2).
 * ``after_queue``: the server queued and charged, the answer is held (``processed=True``). The
   resumed run reconciles the key from history (1 of 1) and downloads its video.
 * ``mid_wait``: every POST answered, the generations pending. The resumed run sends nothing.
 * ``mid_download``: two downloads stalled with their ``.part`` files on disk. The resumed run
   removes the stale files and downloads those two videos once more, the others not at all.
 
-Whatever the boundary: at most one POST per key, every generation the fake created is in the
-ledger (or its key is reported ambiguous), every video is downloaded to completion exactly once
-and byte-exact, no temporary file is left, and the resumed child exits 0 without a traceback.
+Whatever the boundary: at most one generation per key (one POST, or two when the first never
+reached the API), every generation the fake created is in the ledger, every video is
+downloaded to completion exactly once and byte-exact, no temporary file is left, and the
+resumed child exits 0 without a traceback.
 """
 
 from __future__ import annotations
