@@ -129,15 +129,16 @@ class Reconciling(abc.ABC):
         closed with nothing found for it, else still ambiguous, saying what happens next."""
         count = count_of(current)
         closes = sent_at(current) + timedelta(seconds=self.ledger.reconcile_window)
+        closed = _now() >= closes  # read once: the outcome and its message agree
         shared = f" ({peers} ambiguous keys share this request)" if peers > 1 else ""
-        if not available and not current.generation_ids and _now() >= closes:
+        if not available and not current.generation_ids and closed:
             why = (
                 "the history showed none of its generations within the reconciliation window "
                 f"({self.ledger.reconcile_window:g} s){shared}: nothing was queued, so it may "
                 "be sent again"
             )
             return await self._change(current, state=S.REJECTED, error=why) or current
-        if _now() >= closes:
+        if closed:
             why = (
                 f"reconciliation found {available} of {count} generations it asked for"
                 f"{shared}, and its window closed at {closes:%H:%M:%S} UTC: it needs a person "
