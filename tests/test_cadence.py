@@ -262,6 +262,19 @@ async def test_an_id_sent_by_another_process_counts_from_when_the_ledger_says(
     assert sleeps.polls[0] == 7.0  # no history yet: the fixed backoff, not "poll at once"
 
 
+async def learn_slow_generations(prism: PrismClient, server: FakePrismServer) -> None:
+    """Six generations of ``veo-3.1`` that took 1,000 s each (the fake's clock moved on): the
+    client's history of that kind, which the next waits plan on."""
+    server.generation_seconds = 1000
+    slow = [
+        await prism.generations.create(prompt=f"slow {n}", model_name="veo-3.1")
+        for n in range(6)
+    ]
+    server.advance(1000)
+    for batch in slow:
+        await prism.wait_for_generations(batch)
+
+
 async def test_a_canary_sees_generations_become_much_faster() -> None:
     """After a history of slow generations, fast ones are still noticed soon: one wait per key
     now and then polls on the fixed backoff, and what it finds teaches the others."""
@@ -270,13 +283,7 @@ async def test_a_canary_sees_generations_become_much_faster() -> None:
         FakePrismServer(generation_seconds=1000, credits=10**6) as server,
         PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism,
     ):
-        slow = [
-            await prism.generations.create(prompt=f"slow {n}", model_name="veo-3.1")
-            for n in range(6)
-        ]
-        server.advance(1000)
-        for batch in slow:
-            await prism.wait_for_generations(batch)  # learnt: about 1,000 s each
+        await learn_slow_generations(prism, server)
         server.generation_seconds = 0.2
 
         async def fast(prompt: str) -> float:
@@ -304,13 +311,7 @@ async def test_a_deadline_before_the_plausible_point_still_gets_a_last_look() ->
         FakePrismServer(generation_seconds=1000, credits=10**6) as server,
         PrismClient(server.api_key, base_url=server.base_url, poll=policy) as prism,
     ):
-        slow = [
-            await prism.generations.create(prompt=f"slow {n}", model_name="veo-3.1")
-            for n in range(6)
-        ]
-        server.advance(1000)
-        for batch in slow:
-            await prism.wait_for_generations(batch)  # learnt: about 1,000 s each (a canary too)
+        await learn_slow_generations(prism, server)  # (its last wait was the key's canary)
         still = await prism.generations.create(prompt="still running", model_name="veo-3.1")
         before = gets(server)
         with pytest.raises(WaitTimeoutError) as info:
