@@ -280,6 +280,7 @@ async def exercise(fake: FakePrismServer, fleet: Fleet) -> tuple[list[float], fl
         return len(fake.requests_to("GET", f"/api/generations/{generation_of(hook)}"))
 
     calls = {hook: asyncio.create_task(make_video(hook)) for hook in waiting}
+    prompts = [json.dumps({"hook": hook}) for hook in waiting]
 
     def sent() -> bool:
         for call in calls.values():  # a call that failed never creates its generation
@@ -288,7 +289,6 @@ async def exercise(fake: FakePrismServer, fleet: Fleet) -> tuple[list[float], fl
         return len(prompts) == sum(g.prompt in prompts for g in generations())
 
     try:
-        prompts = [json.dumps({"hook": hook}) for hook in waiting]
         await until(sent, 10)
         await until(lambda: all(polled(hook) == 1 for hook in waiting), 10)  # the first polls
         await asyncio.sleep(0.2)  # now sleeping for the fallback
